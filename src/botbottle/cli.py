@@ -1,0 +1,216 @@
+"""The ``bottle`` command.
+
+Exit codes (a contract): 0 success; 2 invalid input (manifests, arguments),
+nothing touched; 1 an operation failed or an unexpected error happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from botbottle import __version__
+from botbottle.manifest import Bottle, Problem, _display, env_summary, resolve_all
+from botbottle.policy import render_dnsmasq, render_firewall, render_smolvm, warnings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+
+PLAN_FORMAT = 1
+BACKENDS = ("smolmachines", "docker")
+# Documentation addresses (RFC 5737) used by `bottle plan` when the real ones
+# are only known on the host; the Docker role passes its own.
+PLACEHOLDER_UPSTREAM = "192.0.2.53"
+PLACEHOLDER_RESOLVER = "192.0.2.2"
+PLACEHOLDER_GATEWAY = "192.0.2.1"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # pragma: no cover - exercised via main()
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_INVALID, "%s: error: %s\n" % (self.prog, message))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bottle", description="Provision sandboxes for AI coding agents.")
+    parser.add_argument("--version", action="version", version="bottle %s" % __version__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    validate = sub.add_parser("validate", help="check manifests against the schema")
+    validate.add_argument("paths", nargs="+", metavar="PATH",
+                          help="manifest files or folders of manifests")
+    validate.add_argument("--format", choices=("text", "json"), default="text")
+
+    plan = sub.add_parser("plan", help="show the compiled egress policy, touching nothing")
+    plan.add_argument("paths", nargs="+", metavar="PATH",
+                      help="manifest files or folders of manifests")
+    plan.add_argument("--backend", choices=BACKENDS, default="smolmachines",
+                      help="which backend's rules to render (default: smolmachines)")
+    plan.add_argument("--format", choices=("text", "json"), default="text")
+    plan.add_argument("--upstream-dns", action="append", metavar="IP[#PORT]",
+                      help="upstream resolver for the docker backend's dnsmasq lines "
+                      "(repeatable; default: the placeholder %s)" % PLACEHOLDER_UPSTREAM)
+    plan.add_argument("--resolver-ip", default=PLACEHOLDER_RESOLVER, metavar="IP",
+                      help="the bottle resolver's address in the docker backend's rules")
+    plan.add_argument("--gateway-ip", default=PLACEHOLDER_GATEWAY, metavar="IP",
+                      help="the bottle network's gateway in the docker backend's rules")
+    return parser
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _print_problems(problems: Sequence[Problem], stream: TextIO) -> None:
+    for problem in problems:
+        print("error: " + problem.format(), file=stream)
+
+
+def _bottle_base(bottle: Bottle) -> dict[str, Any]:
+    return {
+        "name": bottle.name,
+        "file": _display(bottle.file),
+        "chain": [_display(p) for p in bottle.chain],
+    }
+
+
+def _render(bottle: Bottle, args: argparse.Namespace) -> dict[str, Any]:
+    if args.backend == "smolmachines":
+        return {"smolmachines": render_smolvm(bottle.policy)}
+    upstreams = args.upstream_dns or [PLACEHOLDER_UPSTREAM]
+    return {
+        "docker": {
+            "dnsmasq": render_dnsmasq(bottle.policy, upstreams),
+            "firewall": render_firewall(bottle.policy, args.resolver_ip, args.gateway_ip),
+        }
+    }
+
+
+def _plan_entry(bottle: Bottle, args: argparse.Namespace) -> dict[str, Any]:
+    entry = _bottle_base(bottle)
+    entry.update({
+        "description": bottle.manifest.get("description", ""),
+        "backend": args.backend,
+        "policy": bottle.policy.to_dict(),
+        "warnings": warnings(bottle.policy),
+        "env": env_summary(bottle.manifest),
+        "runtime": bottle.manifest.get("runtime", {}),
+        "render": _render(bottle, args),
+    })
+    return entry
+
+
+def _text_plan(entry: dict[str, Any], out: TextIO) -> None:
+    policy = entry["policy"]
+    parents = entry["chain"][:-1]
+    print("bottle %s  (%s%s)" % (entry["name"], entry["file"],
+                                 ", extends " + " -> ".join(parents) if parents else ""), file=out)
+    print("  policy        %s" % policy["hash"], file=out)
+    print("  exact hosts   %s" % (", ".join(policy["exact_hosts"]) or "(none)"), file=out)
+    print("  wildcards     %s" % (", ".join("*." + z for z in policy["wildcard_zones"])
+                                  or "(none)"), file=out)
+    print("  cidrs         %s" % (", ".join(policy["cidrs"]) or "(none)"), file=out)
+    print("  egress log    %d" % policy["log"], file=out)
+    for name, info in entry["env"].items():
+        detail = {"host": "from host variable %s" % info.get("variable"),
+                  "prompt": "prompted at bring-up (secret)",
+                  "literal": "literal"}[info["kind"]]
+        print("  env %-9s %s" % (name, detail), file=out)
+    for warning in entry["warnings"]:
+        print("  WARNING: " + warning, file=out)
+    render = entry["render"]
+    if "smolmachines" in render:
+        smol = render["smolmachines"]
+        print("  smolmachines allow_hosts: %s" % (" ".join(smol["allow_hosts"]) or "(none)"),
+              file=out)
+        print("  smolmachines allow_cidrs: %s" % (" ".join(smol["allow_cidrs"]) or "(none)"),
+              file=out)
+        print("  smolvm args: %s" % (" ".join(smol["cli_args"]) or "(none: no network)"),
+              file=out)
+    if "docker" in render:
+        print("  dnsmasq:", file=out)
+        for line in render["docker"]["dnsmasq"]:
+            print("    " + line, file=out)
+        for family in ("ipv4", "ipv6"):
+            print("  %s rules (%s-restore):" % (family, "iptables" if family == "ipv4"
+                                               else "ip6tables"), file=out)
+            for line in render["docker"]["firewall"][family].splitlines():
+                print("    " + line, file=out)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    bottles, problems = resolve_all(args.paths)
+    if args.format == "json":
+        json.dump({"format": PLAN_FORMAT, "valid": not problems,
+                   "bottles": [_bottle_base(b) for b in bottles],
+                   "errors": [p.to_dict() for p in problems]}, out, indent=2, sort_keys=True)
+        out.write("\n")
+    else:
+        for bottle in bottles:
+            print("ok  %-20s %s" % (bottle.name, _display(bottle.file)), file=out)
+        _print_problems(problems, err)
+        print("%d bottle(s) valid, %d error(s)" % (len(bottles), len(problems)),
+              file=err if problems else out)
+    return EXIT_INVALID if problems else EXIT_OK
+
+
+def _cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    bottles, problems = resolve_all(args.paths)
+    try:
+        entries = [_plan_entry(b, args) for b in bottles]
+    except ValueError as exc:
+        print("error: bottle plan: %s (fix: pass --upstream-dns IP[#PORT] and --resolver-ip / "
+              "--gateway-ip as IPv4 addresses)" % exc, file=err)
+        return EXIT_INVALID
+    if args.format == "json":
+        json.dump({"format": PLAN_FORMAT, "valid": not problems, "bottles": entries,
+                   "errors": [p.to_dict() for p in problems]}, out, indent=2, sort_keys=True)
+        out.write("\n")
+    else:
+        for index, entry in enumerate(entries):
+            if index:
+                print(file=out)
+            _text_plan(entry, out)
+        if args.backend == "docker" and not args.upstream_dns:
+            print("note: %s is a placeholder upstream; the Docker role uses "
+                  "docker_bottle_upstream_dns" % PLACEHOLDER_UPSTREAM, file=out)
+        _print_problems(problems, err)
+    return EXIT_INVALID if problems else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = _parser().parse_args(argv)
+    commands = {"validate": _cmd_validate, "plan": _cmd_plan}
+    try:
+        return commands[args.command](args, out, err)
+    except BrokenPipeError:
+        # The reader went away (e.g. `bottle plan | head`): exit quietly, as cat does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=err)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last line of defence: no tracebacks for users
+        if os.environ.get("BOTTLE_DEBUG"):
+            traceback.print_exc(file=err)
+        print("error: internal error in 'bottle %s': %s: %s (this is a bug; re-run with "
+              "BOTTLE_DEBUG=1 for details)" % (args.command, type(exc).__name__, exc), file=err)
+        return EXIT_FAILED
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The egress policy compiler, re-exported from the collection's module_utils.
+
+There is exactly one implementation; this module only makes it importable as
+``botbottle.policy`` on the controller.
+"""
+
+from __future__ import annotations
+
+from botbottle import _paths  # noqa: F401  (puts the collection on sys.path)
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
+    POLICY_FORMAT,
+    EgressPolicy,
+    PolicyError,
+    allows_name,
+    build_policy,
+    compile_policy,
+    normalize_cidr,
+    normalize_name,
+    normalize_upstream,
+    policy_from_dict,
+    render_dnsmasq,
+    render_firewall,
+    render_smolvm,
+    warnings,
+)
+
+__all__ = [
+    "POLICY_FORMAT",
+    "EgressPolicy",
+    "PolicyError",
+    "allows_name",
+    "build_policy",
+    "compile_policy",
+    "normalize_cidr",
+    "normalize_name",
+    "normalize_upstream",
+    "policy_from_dict",
+    "render_dnsmasq",
+    "render_firewall",
+    "render_smolvm",
+    "warnings",
+]
