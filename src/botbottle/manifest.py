@@ -336,6 +336,9 @@ def _describe(error: ValidationError) -> Iterator[tuple[list[str | int], str, st
     fix = str(sub.get("x-fix", ""))
     kind = error.validator
     instance = error.instance
+    if "propertyNames" in error.relative_schema_path and isinstance(instance, str):
+        yield [*parts, instance], "key %r is not a valid name here" % instance, fix
+        return
     if kind == "additionalProperties" and isinstance(instance, Mapping):
         allowed = _allowed_keys(sub)
         for key in sorted(k for k in instance if k not in allowed):

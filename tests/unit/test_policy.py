@@ -1,0 +1,286 @@
+"""The egress policy compiler, through its public functions only."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from botbottle.policy import (
+    PolicyError,
+    allows_name,
+    build_policy,
+    compile_policy,
+    normalize_cidr,
+    normalize_name,
+    normalize_upstream,
+    policy_from_dict,
+    render_dnsmasq,
+    render_firewall,
+    render_smolvm,
+    warnings,
+)
+
+
+def _manifest(*routes: dict[str, object], log: int = 0) -> dict[str, object]:
+    return {"egress": {"routes": list(routes), "log": log}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("api.example.com", "api.example.com"),
+        ("API.Example.COM", "api.example.com"),
+        ("api.example.com.", "api.example.com"),
+        ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ("a-b.c", "a-b.c"),
+        ("localhost", "localhost"),
+        ("1password.com", "1password.com"),
+    ],
+)
+def test_normalize_name_accepts(raw: str, expected: str) -> None:
+    assert normalize_name(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("", "empty"),
+        (".", "empty"),
+        ("10.0.0.1", "IP address"),
+        ("10.0.0.0/8", "IP address"),
+        ("2001:db8::1", "IP address"),
+        ("[2001:db8::1]", "IP address"),
+        ("bücher.example", "A-label form (for example 'xn--bcher-kva.example')"),
+        ("-bad.example", "not a valid DNS label"),
+        ("bad-.example", "not a valid DNS label"),
+        ("under_score.example", "not a valid DNS label"),
+        ("a..b", "not a valid DNS label"),
+        ("x" * 64 + ".example", "not a valid DNS label"),
+        (".".join(["a" * 60] * 5), "limit is 253"),
+        ("*.example.com", "not a valid DNS label"),
+        (" api.example.com", "white space"),
+        ("1.2.3.4.5", "looks like an IP address"),
+    ],
+)
+def test_normalize_name_rejects(raw: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        normalize_name(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("203.0.113.7", "203.0.113.7/32"),
+        ("10.1.2.3/8", "10.0.0.0/8"),
+        ("2001:DB8::1", "2001:db8::1/128"),
+        ("2001:db8::/32", "2001:db8::/32"),
+    ],
+)
+def test_normalize_cidr(raw: str, expected: str) -> None:
+    assert normalize_cidr(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["bogus", "10.0.0.0/33", "example.com", ""])
+def test_normalize_cidr_rejects(raw: str) -> None:
+    with pytest.raises(ValueError, match="not an IP address or CIDR"):
+        normalize_cidr(raw)
+
+
+def test_compile_sorts_dedups_and_splits_routes() -> None:
+    policy = compile_policy(
+        _manifest(
+            {"host": "pypi.org"},
+            {"host": "API.example.com."},
+            {"host": "api.example.com"},
+            {"host": "*.Example.org"},
+            {"cidr": "203.0.113.9/24"},
+            {"cidr": "2001:db8::/32"},
+            {"cidr": "10.0.0.1"},
+            log=2,
+        )
+    )
+    assert policy.exact_hosts == ("api.example.com", "pypi.org")
+    assert policy.wildcard_zones == ("example.org",)
+    assert policy.cidrs == ("10.0.0.1/32", "203.0.113.0/24", "2001:db8::/32")
+    assert policy.log == 2
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", policy.digest)
+
+
+def test_hash_is_stable_and_order_independent() -> None:
+    one = compile_policy(_manifest({"host": "a.example"}, {"host": "b.example"}))
+    two = compile_policy(_manifest({"host": "B.example."}, {"host": "a.example"}))
+    three = compile_policy(_manifest({"host": "a.example"}))
+    assert one == two
+    assert one.digest == two.digest
+    assert one.digest != three.digest
+    assert policy_from_dict(one.to_dict()).digest == one.digest
+
+
+def test_log_level_changes_hash() -> None:
+    assert (compile_policy(_manifest({"host": "a.example"}, log=0)).digest
+            != compile_policy(_manifest({"host": "a.example"}, log=1)).digest)
+
+
+def test_empty_manifest_is_no_egress() -> None:
+    policy = compile_policy({})
+    assert policy.exact_hosts == policy.wildcard_zones == policy.cidrs == ()
+    smol = render_smolvm(policy)
+    assert smol == {"allow_hosts": [], "allow_cidrs": [], "network": False, "cli_args": []}
+
+
+@pytest.mark.parametrize(
+    ("route", "path", "message"),
+    [
+        ({"host": "10.0.0.0/8"}, "$.egress.routes[0].host", "put IP literals and CIDRs in 'cidr'"),
+        ({"cidr": "example.com"}, "$.egress.routes[0].cidr", "not an IP address or CIDR"),
+        ({"host": "a.example", "cidr": "10.0.0.0/8"}, "$.egress.routes[0]", "exactly one"),
+        ({}, "$.egress.routes[0]", "exactly one"),
+        ({"host": "*.*.example"}, "$.egress.routes[0].host", "not a valid DNS label"),
+        ({"host": "*"}, "$.egress.routes[0].host", "not a valid DNS label"),
+    ],
+)
+def test_compile_errors_name_the_route(route: dict[str, object], path: str, message: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        compile_policy(_manifest(route))
+    assert info.value.path == path
+    assert message in info.value.message
+
+
+@pytest.mark.parametrize("log", [3, -1, "1", True])
+def test_compile_rejects_bad_log(log: object) -> None:
+    with pytest.raises(PolicyError, match=r"\$\.egress\.log"):
+        compile_policy({"egress": {"routes": [], "log": log}})
+
+
+def test_allows_name_semantics() -> None:
+    policy = build_policy(["api.example.com"], ["example.org"])
+    assert allows_name(policy, "api.example.com")
+    assert allows_name(policy, "API.EXAMPLE.COM.")
+    assert not allows_name(policy, "x.api.example.com")
+    assert not allows_name(policy, "example.com")
+    assert not allows_name(policy, "xapi.example.com")
+    assert allows_name(policy, "a.example.org")
+    assert allows_name(policy, "a.b.c.example.org")
+    assert not allows_name(policy, "example.org")
+    assert not allows_name(policy, "badexample.org")
+    assert not allows_name(policy, "not a name")
+
+
+def test_wildcard_warning_names_the_zone() -> None:
+    policy = build_policy(["a.example"], ["cdn.example.net"])
+    [warning] = warnings(policy)
+    assert "*.cdn.example.net" in warning
+    assert "tunnel" in warning
+    assert warnings(build_policy(["a.example"])) == []
+
+
+def test_smolvm_exact_names_use_the_pattern_form() -> None:
+    smol = render_smolvm(build_policy(["api.example.com"], ["cdn.example"], ["10.0.0.0/8"]))
+    assert smol["allow_hosts"] == ["=api.example.com", "*.cdn.example"]
+    assert smol["allow_cidrs"] == ["10.0.0.0/8"]
+    assert smol["network"] is True
+    assert smol["cli_args"] == [
+        "--allow-host-pattern", "api.example.com",
+        "--allow-host-pattern", "*.cdn.example",
+        "--allow-cidr", "10.0.0.0/8",
+    ]
+    # never a bare entry (smolvm matches a bare host and all its subdomains), never
+    # --allow-host (it resolves names at create time and admits subdomains)
+    assert all(h.startswith(("=", "*.")) for h in smol["allow_hosts"])
+    assert "--allow-host" not in smol["cli_args"]
+
+
+def test_dnsmasq_exact_name_blocks_its_subdomains() -> None:
+    lines = render_dnsmasq(build_policy(["api.example.com"]), ["192.0.2.53"])
+    assert lines[1:] == [
+        "no-resolv",
+        "no-hosts",
+        "address=/#/",
+        "server=/api.example.com/192.0.2.53",
+        "server=/*.api.example.com/",
+    ]
+    assert lines[0].startswith("# bot-bottle egress policy sha256:")
+
+
+def test_dnsmasq_multiple_upstreams_and_wildcards() -> None:
+    policy = build_policy(["api.example.com", "example.org", "a.example.org"],
+                          ["example.org", "deep.example.org", "cdn.example"])
+    lines = render_dnsmasq(policy, ["192.0.2.53", "2001:db8::53#5353"])
+    assert "server=/api.example.com/192.0.2.53" in lines
+    assert "server=/api.example.com/2001:db8::53#5353" in lines
+    assert "server=/*.api.example.com/" in lines
+    # the apex of a wildcard zone, listed exactly, must not block the zone's subdomains
+    assert "server=/example.org/192.0.2.53" in lines
+    assert "server=/*.example.org/" not in lines
+    assert "server=/*.example.org/192.0.2.53" in lines
+    # an exact name inside a wildcard zone is covered by the wildcard line
+    assert not any(line.startswith("server=/a.example.org/") for line in lines)
+    # a nested wildcard zone is covered by the wider one
+    assert not any("deep.example.org" in line for line in lines)
+    assert "server=/*.cdn.example/192.0.2.53" in lines
+
+
+def test_dnsmasq_never_emits_dangerous_forms() -> None:
+    policy = build_policy(["a.example", "b.example"], ["c.example"])
+    for line in render_dnsmasq(policy, ["192.0.2.53"]):
+        assert not re.match(r"^server=/\*[^.]", line), line  # /*name/ matches xname
+        assert not re.match(r"^server=[^/]", line), line  # blanket upstream
+        assert not line.startswith("address=/#/") or line == "address=/#/"
+
+
+@pytest.mark.parametrize("upstream", ["", "dns.example", "192.0.2.1#0", "192.0.2.1#70000",
+                                      "300.1.1.1", "192.0.2.1:53"])
+def test_dnsmasq_rejects_bad_upstreams(upstream: str) -> None:
+    with pytest.raises(ValueError, match="upstream"):
+        render_dnsmasq(build_policy(["a.example"]), [upstream])
+
+
+def test_dnsmasq_needs_an_upstream() -> None:
+    with pytest.raises(ValueError, match="at least one upstream"):
+        render_dnsmasq(build_policy(["a.example"]), [])
+
+
+def test_normalize_upstream() -> None:
+    assert normalize_upstream("192.0.2.53") == "192.0.2.53"
+    assert normalize_upstream("192.0.2.53#053") == "192.0.2.53#53"
+    assert normalize_upstream("2001:DB8::1#5353") == "2001:db8::1#5353"
+
+
+def test_firewall_rules_shape() -> None:
+    policy = build_policy(["a.example"], cidrs=["203.0.113.0/24", "2001:db8::/32"])
+    rules = render_firewall(policy, "10.89.0.2", "10.89.0.1")
+    v4 = rules["ipv4"].splitlines()
+    v6 = rules["ipv6"].splitlines()
+    assert v4[0] == "# bot-bottle egress policy " + policy.digest
+    assert "*filter" in v4 and v4[-1] == "COMMIT"
+    # the embedded resolver is rejected by address (its :53 is DNATed to a random port)
+    assert "-A OUTPUT -d 127.0.0.11/32 -j REJECT --reject-with icmp-port-unreachable" in v4
+    assert "-A OUTPUT -d 127.0.0.11/32 -p tcp -j REJECT --reject-with tcp-reset" in v4
+    assert "-A OUTPUT -p udp -m udp --dport 53 -j BOTTLE_DNS" in v4
+    assert "-A OUTPUT -p tcp -m tcp --dport 53 -j BOTTLE_DNS" in v4
+    assert "-A BOTTLE_DNS -d 10.89.0.2/32 -j RETURN" in v4
+    assert "-A OUTPUT -p tcp -m tcp --dport 853 -j REJECT --reject-with tcp-reset" in v4
+    assert "-A OUTPUT -d 10.89.0.1/32 -j REJECT --reject-with icmp-port-unreachable" in v4
+    assert "-A OUTPUT -d 203.0.113.0/24 -j ACCEPT" in v4
+    # the DNS jump comes before any accept, so a CIDR route cannot carry DNS elsewhere
+    assert v4.index("-A OUTPUT -p udp -m udp --dport 53 -j BOTTLE_DNS") < v4.index(
+        "-A OUTPUT -d 203.0.113.0/24 -j ACCEPT")
+    assert "-A OUTPUT -p udp -m udp --dport 53 -j REJECT --reject-with icmp6-port-unreachable" in v6
+    assert "-A OUTPUT -d 2001:db8::/32 -j ACCEPT" in v6
+    assert "2001:db8::/32" not in rules["ipv4"]
+
+
+@pytest.mark.parametrize(("resolver", "gateway"), [("resolver", None), ("10.0.0.2", "gw"),
+                                                   ("2001:db8::2", None)])
+def test_firewall_rejects_bad_addresses(resolver: str, gateway: str | None) -> None:
+    with pytest.raises(ValueError):
+        render_firewall(build_policy(["a.example"]), resolver, gateway)
+
+
+def test_rendering_is_deterministic() -> None:
+    a = build_policy(["b.example", "a.example"], ["z.example", "y.example"], ["10.0.0.0/8"])
+    b = build_policy(["a.example", "b.example"], ["y.example", "z.example"], ["10.0.0.0/8"])
+    assert render_dnsmasq(a, ["192.0.2.53"]) == render_dnsmasq(b, ["192.0.2.53"])
+    assert render_smolvm(a) == render_smolvm(b)
+    assert render_firewall(a, "10.0.0.2") == render_firewall(b, "10.0.0.2")
