@@ -45,8 +45,8 @@ def dnsmasq_outcome(lines: Sequence[str], name: str) -> str:
 def smolvm_allows(allow_hosts: Sequence[str], name: str) -> bool:
     """smolvm's host matching: ``=h`` exact, ``*.d`` strict subdomains, bare = h and below."""
     name = name.lower().rstrip(".")
-    for entry in allow_hosts:
-        entry = entry.lower().rstrip(".")
+    for raw in allow_hosts:
+        entry = raw.lower().rstrip(".")
         if entry.startswith("="):
             if name == entry[1:]:
                 return True

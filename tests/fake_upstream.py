@@ -37,7 +37,7 @@ def _answer(data: bytes, transport: str) -> bytes:
     qname = str(request.q.qname)
     qtype = request.q.qtype
     with _State.lock, _State.log.open("a", encoding="utf-8") as handle:
-        handle.write("%s %s %s\n" % (transport, QTYPE.get(qtype), qname.rstrip(".")))
+        handle.write("{} {} {}\n".format(transport, QTYPE.get(qtype), qname.rstrip(".")))
     for rtype, rdata in _ANSWERS.items():
         if qtype in (rtype, QTYPE.ANY):
             reply.add_answer(RR(qname, rtype, rdata=rdata, ttl=60))
@@ -95,10 +95,10 @@ def serve(host: str, port: int, log: Path) -> tuple[int, list[socketserver.BaseS
         for server in servers:
             threading.Thread(target=server.serve_forever, daemon=True).start()
         return chosen, servers
-    raise OSError("no free port for the fake upstream on %s" % host)
+    raise OSError(f"no free port for the fake upstream on {host}")
 
 
 if __name__ == "__main__":
     bound, _ = serve(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]))
-    print("fake upstream on %s#%d" % (sys.argv[1], bound), flush=True)
+    print(f"fake upstream on {sys.argv[1]}#{bound}", flush=True)
     threading.Event().wait()

@@ -13,9 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-PROJECT_DIR = Path(
-    os.environ.get("BOTTLE_PROJECT_DIR") or Path(__file__).resolve().parents[2]
-)
+PROJECT_DIR = Path(os.environ.get("BOTTLE_PROJECT_DIR") or Path(__file__).resolve().parents[2])
 COLLECTIONS_DIR = PROJECT_DIR / "collections"
 SCHEMA_FILE = PROJECT_DIR / "schemas" / "bottle.schema.json"
 

@@ -34,32 +34,50 @@ PLACEHOLDER_GATEWAY = "192.0.2.1"
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # pragma: no cover - exercised via main()
         self.print_usage(sys.stderr)
-        self.exit(EXIT_INVALID, "%s: error: %s\n" % (self.prog, message))
+        self.exit(EXIT_INVALID, f"{self.prog}: error: {message}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bottle", description="Provision sandboxes for AI coding agents.")
-    parser.add_argument("--version", action="version", version="bottle %s" % __version__)
+    parser.add_argument("--version", action="version", version=f"bottle {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     validate = sub.add_parser("validate", help="check manifests against the schema")
-    validate.add_argument("paths", nargs="+", metavar="PATH",
-                          help="manifest files or folders of manifests")
+    validate.add_argument(
+        "paths", nargs="+", metavar="PATH", help="manifest files or folders of manifests"
+    )
     validate.add_argument("--format", choices=("text", "json"), default="text")
 
     plan = sub.add_parser("plan", help="show the compiled egress policy, touching nothing")
-    plan.add_argument("paths", nargs="+", metavar="PATH",
-                      help="manifest files or folders of manifests")
-    plan.add_argument("--backend", choices=BACKENDS, default="smolmachines",
-                      help="which backend's rules to render (default: smolmachines)")
+    plan.add_argument(
+        "paths", nargs="+", metavar="PATH", help="manifest files or folders of manifests"
+    )
+    plan.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="smolmachines",
+        help="which backend's rules to render (default: smolmachines)",
+    )
     plan.add_argument("--format", choices=("text", "json"), default="text")
-    plan.add_argument("--upstream-dns", action="append", metavar="IP[#PORT]",
-                      help="upstream resolver for the docker backend's dnsmasq lines "
-                      "(repeatable; default: the placeholder %s)" % PLACEHOLDER_UPSTREAM)
-    plan.add_argument("--resolver-ip", default=PLACEHOLDER_RESOLVER, metavar="IP",
-                      help="the bottle resolver's address in the docker backend's rules")
-    plan.add_argument("--gateway-ip", default=PLACEHOLDER_GATEWAY, metavar="IP",
-                      help="the bottle network's gateway in the docker backend's rules")
+    plan.add_argument(
+        "--upstream-dns",
+        action="append",
+        metavar="IP[#PORT]",
+        help="upstream resolver for the docker backend's dnsmasq lines "
+        f"(repeatable; default: the placeholder {PLACEHOLDER_UPSTREAM})",
+    )
+    plan.add_argument(
+        "--resolver-ip",
+        default=PLACEHOLDER_RESOLVER,
+        metavar="IP",
+        help="the bottle resolver's address in the docker backend's rules",
+    )
+    plan.add_argument(
+        "--gateway-ip",
+        default=PLACEHOLDER_GATEWAY,
+        metavar="IP",
+        help="the bottle network's gateway in the docker backend's rules",
+    )
     return parser
 
 
@@ -93,52 +111,67 @@ def _render(bottle: Bottle, args: argparse.Namespace) -> dict[str, Any]:
 
 def _plan_entry(bottle: Bottle, args: argparse.Namespace) -> dict[str, Any]:
     entry = _bottle_base(bottle)
-    entry.update({
-        "description": bottle.manifest.get("description", ""),
-        "backend": args.backend,
-        "policy": bottle.policy.to_dict(),
-        "warnings": warnings(bottle.policy),
-        "env": env_summary(bottle.manifest),
-        "runtime": bottle.manifest.get("runtime", {}),
-        "render": _render(bottle, args),
-    })
+    entry.update(
+        {
+            "description": bottle.manifest.get("description", ""),
+            "backend": args.backend,
+            "policy": bottle.policy.to_dict(),
+            "warnings": warnings(bottle.policy),
+            "env": env_summary(bottle.manifest),
+            "runtime": bottle.manifest.get("runtime", {}),
+            "render": _render(bottle, args),
+        }
+    )
     return entry
 
 
 def _text_plan(entry: dict[str, Any], out: TextIO) -> None:
     policy = entry["policy"]
     parents = entry["chain"][:-1]
-    print("bottle %s  (%s%s)" % (entry["name"], entry["file"],
-                                 ", extends " + " -> ".join(parents) if parents else ""), file=out)
-    print("  policy        %s" % policy["hash"], file=out)
+    print(
+        "bottle {}  ({}{})".format(
+            entry["name"], entry["file"], ", extends " + " -> ".join(parents) if parents else ""
+        ),
+        file=out,
+    )
+    print("  policy        {}".format(policy["hash"]), file=out)
     print("  exact hosts   %s" % (", ".join(policy["exact_hosts"]) or "(none)"), file=out)
-    print("  wildcards     %s" % (", ".join("*." + z for z in policy["wildcard_zones"])
-                                  or "(none)"), file=out)
-    print("  cidrs         %s" % (", ".join(policy["cidrs"]) or "(none)"), file=out)
-    print("  egress log    %d" % policy["log"], file=out)
+    print(
+        "  wildcards     %s" % (", ".join("*." + z for z in policy["wildcard_zones"]) or "(none)"),
+        file=out,
+    )
+    print("  cidrs         " + (", ".join(policy["cidrs"]) or "(none)"), file=out)
+    print(f"  egress log    {policy['log']}", file=out)
     for name, info in entry["env"].items():
-        detail = {"host": "from host variable %s" % info.get("variable"),
-                  "prompt": "prompted at bring-up (secret)",
-                  "literal": "literal"}[info["kind"]]
-        print("  env %-9s %s" % (name, detail), file=out)
+        detail = {
+            "host": "from host variable {}".format(info.get("variable")),
+            "prompt": "prompted at bring-up (secret)",
+            "literal": "literal",
+        }[info["kind"]]
+        print(f"  env {name:<9} {detail}", file=out)
     for warning in entry["warnings"]:
         print("  WARNING: " + warning, file=out)
     render = entry["render"]
     if "smolmachines" in render:
         smol = render["smolmachines"]
-        print("  smolmachines allow_hosts: %s" % (" ".join(smol["allow_hosts"]) or "(none)"),
-              file=out)
-        print("  smolmachines allow_cidrs: %s" % (" ".join(smol["allow_cidrs"]) or "(none)"),
-              file=out)
-        print("  smolvm args: %s" % (" ".join(smol["cli_args"]) or "(none: no network)"),
-              file=out)
+        print(
+            "  smolmachines allow_hosts: %s" % (" ".join(smol["allow_hosts"]) or "(none)"), file=out
+        )
+        print(
+            "  smolmachines allow_cidrs: %s" % (" ".join(smol["allow_cidrs"]) or "(none)"), file=out
+        )
+        print("  smolvm args: %s" % (" ".join(smol["cli_args"]) or "(none: no network)"), file=out)
     if "docker" in render:
         print("  dnsmasq:", file=out)
         for line in render["docker"]["dnsmasq"]:
             print("    " + line, file=out)
         for family in ("ipv4", "ipv6"):
-            print("  %s rules (%s-restore):" % (family, "iptables" if family == "ipv4"
-                                               else "ip6tables"), file=out)
+            print(
+                "  {} rules ({}-restore):".format(
+                    family, "iptables" if family == "ipv4" else "ip6tables"
+                ),
+                file=out,
+            )
             for line in render["docker"]["firewall"][family].splitlines():
                 print("    " + line, file=out)
 
@@ -149,16 +182,26 @@ def _text_plan(entry: dict[str, Any], out: TextIO) -> None:
 def _cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     bottles, problems = resolve_all(args.paths)
     if args.format == "json":
-        json.dump({"format": PLAN_FORMAT, "valid": not problems,
-                   "bottles": [_bottle_base(b) for b in bottles],
-                   "errors": [p.to_dict() for p in problems]}, out, indent=2, sort_keys=True)
+        json.dump(
+            {
+                "format": PLAN_FORMAT,
+                "valid": not problems,
+                "bottles": [_bottle_base(b) for b in bottles],
+                "errors": [p.to_dict() for p in problems],
+            },
+            out,
+            indent=2,
+            sort_keys=True,
+        )
         out.write("\n")
     else:
         for bottle in bottles:
-            print("ok  %-20s %s" % (bottle.name, _display(bottle.file)), file=out)
+            print(f"ok  {bottle.name:<20} {_display(bottle.file)}", file=out)
         _print_problems(problems, err)
-        print("%d bottle(s) valid, %d error(s)" % (len(bottles), len(problems)),
-              file=err if problems else out)
+        print(
+            f"{len(bottles)} bottle(s) valid, {len(problems)} error(s)",
+            file=err if problems else out,
+        )
     return EXIT_INVALID if problems else EXIT_OK
 
 
@@ -167,12 +210,24 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         entries = [_plan_entry(b, args) for b in bottles]
     except ValueError as exc:
-        print("error: bottle plan: %s (fix: pass --upstream-dns IP[#PORT] and --resolver-ip / "
-              "--gateway-ip as IPv4 addresses)" % exc, file=err)
+        print(
+            f"error: bottle plan: {exc} (fix: pass --upstream-dns IP[#PORT] and --resolver-ip / "
+            "--gateway-ip as IPv4 addresses)",
+            file=err,
+        )
         return EXIT_INVALID
     if args.format == "json":
-        json.dump({"format": PLAN_FORMAT, "valid": not problems, "bottles": entries,
-                   "errors": [p.to_dict() for p in problems]}, out, indent=2, sort_keys=True)
+        json.dump(
+            {
+                "format": PLAN_FORMAT,
+                "valid": not problems,
+                "bottles": entries,
+                "errors": [p.to_dict() for p in problems],
+            },
+            out,
+            indent=2,
+            sort_keys=True,
+        )
         out.write("\n")
     else:
         for index, entry in enumerate(entries):
@@ -180,14 +235,18 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 print(file=out)
             _text_plan(entry, out)
         if args.backend == "docker" and not args.upstream_dns:
-            print("note: %s is a placeholder upstream; the Docker role uses "
-                  "docker_bottle_upstream_dns" % PLACEHOLDER_UPSTREAM, file=out)
+            print(
+                f"note: {PLACEHOLDER_UPSTREAM} is a placeholder upstream; the Docker role uses "
+                "docker_bottle_upstream_dns",
+                file=out,
+            )
         _print_problems(problems, err)
     return EXIT_INVALID if problems else EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
-         err: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     out = out or sys.stdout
     err = err or sys.stderr
@@ -203,11 +262,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     except KeyboardInterrupt:
         print("interrupted", file=err)
         return 130
-    except Exception as exc:  # noqa: BLE001 - last line of defence: no tracebacks for users
+    except Exception as exc:
         if os.environ.get("BOTTLE_DEBUG"):
             traceback.print_exc(file=err)
-        print("error: internal error in 'bottle %s': %s: %s (this is a bug; re-run with "
-              "BOTTLE_DEBUG=1 for details)" % (args.command, type(exc).__name__, exc), file=err)
+        print(
+            f"error: internal error in 'bottle {args.command}': {type(exc).__name__}: {exc} "
+            "(this is a bug; re-run with BOTTLE_DEBUG=1 for details)",
+            file=err,
+        )
         return EXIT_FAILED
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +22,13 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
 from botbottle._paths import SCHEMA_FILE
-from botbottle.policy import EgressPolicy, PolicyError, compile_policy, normalize_cidr, normalize_name
+from botbottle.policy import (
+    EgressPolicy,
+    PolicyError,
+    compile_policy,
+    normalize_cidr,
+    normalize_name,
+)
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 MANIFEST_SUFFIXES = (".yml", ".yaml", ".md")
@@ -50,10 +56,10 @@ class Problem:
 
     def format(self) -> str:
         """One line: ``file:line: $.path: message; fix: ...``."""
-        where = self.file if self.line is None else "%s:%d" % (self.file, self.line)
-        text = "%s: %s: %s" % (where, self.path, self.message)
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        text = f"{where}: {self.path}: {self.message}"
         if self.fix:
-            text += " (fix: %s)" % self.fix
+            text += f" (fix: {self.fix})"
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,11 +118,11 @@ def json_path(parts: Iterable[str | int]) -> str:
     text = "$"
     for part in parts:
         if isinstance(part, int):
-            text += "[%d]" % part
+            text += f"[{part}]"
         elif re.match(r"^[A-Za-z_][A-Za-z0-9_-]*$", part):
             text += "." + part
         else:
-            text += "[%s]" % json.dumps(part)
+            text += f"[{json.dumps(part)}]"
     return text
 
 
@@ -148,8 +154,12 @@ def discover(paths: Sequence[str | Path]) -> tuple[list[Path], list[Problem]]:
             found.append(path)
         else:
             problems.append(
-                Problem(str(raw), "$", "no such file or folder",
-                        "pass a manifest file (.yml, .yaml, .md) or a folder of them")
+                Problem(
+                    str(raw),
+                    "$",
+                    "no such file or folder",
+                    "pass a manifest file (.yml, .yaml, .md) or a folder of them",
+                )
             )
     return found, problems
 
@@ -176,7 +186,9 @@ def _split_front_matter(text: str) -> tuple[str, int] | None:
     return None
 
 
-def _line_map(node: yaml.Node, offset: int) -> tuple[dict[tuple[str | int, ...], int], list[Problem]]:
+def _line_map(
+    node: yaml.Node, offset: int
+) -> tuple[dict[tuple[str | int, ...], int], list[Problem]]:
     lines: dict[tuple[str | int, ...], int] = {}
     duplicates: list[Problem] = []
 
@@ -188,9 +200,13 @@ def _line_map(node: yaml.Node, offset: int) -> tuple[dict[tuple[str | int, ...],
                 key = str(key_node.value)
                 if key in seen:
                     duplicates.append(
-                        Problem("", json_path((*path, key)), "duplicate key %r" % key,
-                                "keep one of the entries",
-                                key_node.start_mark.line + 1 + offset)
+                        Problem(
+                            "",
+                            json_path((*path, key)),
+                            f"duplicate key {key!r}",
+                            "keep one of the entries",
+                            key_node.start_mark.line + 1 + offset,
+                        )
                     )
                 seen.add(key)
                 lines[(*path, key)] = key_node.start_mark.line + 1 + offset
@@ -208,25 +224,55 @@ def load_document(path: Path) -> Document:
     shown = _display(path)
     name = path.stem
     if path.suffix not in MANIFEST_SUFFIXES:
-        raise ManifestError([Problem(shown, "$", "not a manifest file",
-                                     "name it <bottle>.yml, <bottle>.yaml or <bottle>.md")])
+        raise ManifestError(
+            [
+                Problem(
+                    shown,
+                    "$",
+                    "not a manifest file",
+                    "name it <bottle>.yml, <bottle>.yaml or <bottle>.md",
+                )
+            ]
+        )
     if not NAME_RE.match(name):
-        raise ManifestError([Problem(
-            shown, "$", "file name %r is not a valid bottle name" % name,
-            "rename the file so its name matches ^[a-z][a-z0-9-]*$, e.g. %s%s"
-            % (_suggest_name(name), path.suffix))])
+        raise ManifestError(
+            [
+                Problem(
+                    shown,
+                    "$",
+                    f"file name {name!r} is not a valid bottle name",
+                    "rename the file so its name matches ^[a-z][a-z0-9-]*$, "
+                    f"e.g. {_suggest_name(name)}{path.suffix}",
+                )
+            ]
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError([Problem(shown, "$", "cannot read the file: %s" % exc,
-                                     "check the path and that the file is UTF-8")]) from None
+        raise ManifestError(
+            [
+                Problem(
+                    shown,
+                    "$",
+                    f"cannot read the file: {exc}",
+                    "check the path and that the file is UTF-8",
+                )
+            ]
+        ) from None
     offset = 0
     if path.suffix == ".md":
         split = _split_front_matter(text)
         if split is None:
-            raise ManifestError([Problem(
-                shown, "$", "no YAML front matter",
-                "start the file with a line '---', the manifest, then a line '---'")])
+            raise ManifestError(
+                [
+                    Problem(
+                        shown,
+                        "$",
+                        "no YAML front matter",
+                        "start the file with a line '---', the manifest, then a line '---'",
+                    )
+                ]
+            )
         text, offset = split
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -235,19 +281,29 @@ def load_document(path: Path) -> Document:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 + offset if mark is not None else None
         reason = getattr(exc, "problem", None) or str(exc)
-        raise ManifestError([Problem(shown, "$", "invalid YAML: %s" % reason,
-                                     "fix the YAML syntax", line)]) from None
+        raise ManifestError(
+            [Problem(shown, "$", f"invalid YAML: {reason}", "fix the YAML syntax", line)]
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ManifestError([Problem(shown, "$", "expected a mapping of keys, got %s"
-                                     % _json_type(data), "write the manifest as 'key: value' lines")])
+        raise ManifestError(
+            [
+                Problem(
+                    shown,
+                    "$",
+                    f"expected a mapping of keys, got {_json_type(data)}",
+                    "write the manifest as 'key: value' lines",
+                )
+            ]
+        )
     lines: dict[tuple[str | int, ...], int] = {}
     if node is not None:
         lines, duplicates = _line_map(node, offset)
         if duplicates:
-            raise ManifestError([
-                Problem(shown, d.path, d.message, d.fix, d.line) for d in duplicates])
+            raise ManifestError(
+                [Problem(shown, d.path, d.message, d.fix, d.line) for d in duplicates]
+            )
     return Document(name=name, file=path, data=data, lines=lines)
 
 
@@ -294,27 +350,29 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(schema(), format_checker=_format_checker())
 
 
+_JSON_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (list, "list"),
+    (dict, "mapping"),
+)
+
+
 def _json_type(value: object) -> str:
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "mapping"
+    for python_type, name in _JSON_TYPES:
+        if isinstance(value, python_type):
+            return name
     return type(value).__name__
 
 
 def _is_secret(path: str) -> bool:
-    return any(path == p or path.startswith(p + ".") or path.startswith(p + "[")
-               for p in _SECRET_PREFIXES)
+    return any(
+        path == p or path.startswith(p + ".") or path.startswith(p + "[") for p in _SECRET_PREFIXES
+    )
 
 
 def _shown_value(path: str, value: object) -> str:
@@ -328,72 +386,112 @@ def _allowed_keys(sub: Mapping[str, Any]) -> list[str]:
     return sorted(sub.get("properties", {}))
 
 
-def _describe(error: ValidationError) -> Iterator[tuple[list[str | int], str, str]]:
+_Triple = tuple[list[str | int], str, str]
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """One jsonschema error, unpacked for the describers below."""
+
+    parts: list[str | int]
+    path: str
+    sub: Mapping[str, Any]
+    fix: str
+    instance: Any
+    error: ValidationError
+
+
+def _unknown_keys(f: _Failure) -> list[_Triple]:
+    if not isinstance(f.instance, Mapping):
+        return []
+    allowed = _allowed_keys(f.sub)
+    found: list[_Triple] = []
+    for key in sorted(k for k in f.instance if k not in allowed):
+        if key in _REMOVED_KEYS:
+            found.append(([*f.parts, key], f"key {key!r} is not accepted", _REMOVED_KEYS[key]))
+            continue
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        listing = ", ".join(allowed) or "none"
+        found.append(
+            ([*f.parts, key], f"unknown key {key!r}", f"{hint}allowed keys here: {listing}")
+        )
+    return found
+
+
+def _missing_keys(f: _Failure) -> list[_Triple]:
+    if not isinstance(f.instance, Mapping):
+        return []
+    return [
+        (f.parts, f"missing required key {key!r}", f.fix or f"add {key!r}")
+        for key in f.sub.get("required", [])
+        if key not in f.instance
+    ]
+
+
+def _wrong_type(f: _Failure) -> list[_Triple]:
+    expected = f.sub.get("type")
+    names = {"object": "mapping", "array": "list"}
+    types = expected if isinstance(expected, list) else [expected]
+    wanted = " or ".join(names.get(str(t), str(t)) for t in types)
+    return [(f.parts, f"expected a {wanted}, got {_json_type(f.instance)}", f.fix)]
+
+
+def _bad_format(f: _Failure) -> list[_Triple]:
+    cause = f.error.cause
+    return [(f.parts, str(cause) if cause is not None else "invalid value", f.fix)]
+
+
+def _bad_pattern(f: _Failure) -> list[_Triple]:
+    fix = f.fix or "match the pattern {}".format(f.sub.get("pattern"))
+    return [(f.parts, f"{_shown_value(f.path, f.instance)} is not valid here", fix)]
+
+
+def _not_one_of(f: _Failure) -> list[_Triple]:
+    options = ", ".join(json.dumps(o) for o in f.sub.get("enum", [f.sub.get("const")]))
+    shown = _shown_value(f.path, f.instance)
+    return [(f.parts, f"{shown} is not one of {options}", f.fix or "use one of the listed values")]
+
+
+def _no_form(f: _Failure) -> list[_Triple]:
+    if "x-message" in f.sub:
+        return [(f.parts, str(f.sub["x-message"]), f.fix)]
+    shown = _shown_value(f.path, f.instance)
+    if f.fix:
+        return [(f.parts, f"{shown} is not valid here", f.fix)]
+    return [(f.parts, f"{shown} matches none of the allowed forms", f.fix)]
+
+
+_DESCRIBERS = {
+    "additionalProperties": _unknown_keys,
+    "required": _missing_keys,
+    "type": _wrong_type,
+    "format": _bad_format,
+    "pattern": _bad_pattern,
+    "enum": _not_one_of,
+    "const": _not_one_of,
+    "oneOf": _no_form,
+    "anyOf": _no_form,
+}
+
+
+def _describe(error: ValidationError) -> list[_Triple]:
     """Turn one jsonschema error into (path parts, message, fix) triples."""
     parts: list[str | int] = list(error.absolute_path)
-    path = json_path(parts)
     sub = error.schema if isinstance(error.schema, Mapping) else {}
-    fix = str(sub.get("x-fix", ""))
-    kind = error.validator
-    instance = error.instance
-    if "propertyNames" in error.relative_schema_path and isinstance(instance, str):
-        yield [*parts, instance], "key %r is not a valid name here" % instance, fix
-        return
-    if kind == "additionalProperties" and isinstance(instance, Mapping):
-        allowed = _allowed_keys(sub)
-        for key in sorted(k for k in instance if k not in allowed):
-            if key in _REMOVED_KEYS:
-                yield [*parts, key], "key %r is not accepted" % key, _REMOVED_KEYS[key]
-                continue
-            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-            hint = ("did you mean %r? " % close[0]) if close else ""
-            yield ([*parts, key], "unknown key %r" % key,
-                   "%sallowed keys here: %s" % (hint, ", ".join(allowed) or "none"))
-        return
-    if kind == "required" and isinstance(instance, Mapping):
-        for key in sub.get("required", []):
-            if key not in instance:
-                yield parts, "missing required key %r" % key, fix or "add %r" % key
-        return
-    if kind == "type":
-        expected = sub.get("type")
-        names = {"object": "mapping", "array": "list"}
-        if isinstance(expected, list):
-            wanted = " or ".join(names.get(t, t) for t in expected)
-        else:
-            wanted = names.get(str(expected), str(expected))
-        yield parts, "expected a %s, got %s" % (wanted, _json_type(instance)), fix
-        return
-    if kind == "format":
-        reason = str(error.cause) if error.cause is not None else "invalid value"
-        yield parts, reason, fix
-        return
-    if kind == "pattern":
-        yield (parts, "%s is not valid here" % _shown_value(path, instance),
-               fix or "match the pattern %s" % sub.get("pattern"))
-        return
-    if kind in ("enum", "const"):
-        options = sub.get("enum", [sub.get("const")])
-        yield (parts, "%s is not one of %s" % (_shown_value(path, instance),
-                                                ", ".join(json.dumps(o) for o in options)),
-               fix or "use one of the listed values")
-        return
-    if kind in ("oneOf", "anyOf"):
-        if path.startswith("$.egress.routes[") and isinstance(instance, Mapping):
-            yield parts, "a route needs exactly one of 'host' or 'cidr'", fix
-            return
-        if fix:
-            yield parts, "%s is not valid here" % _shown_value(path, instance), fix
-            return
-        yield parts, "%s matches none of the allowed forms" % _shown_value(path, instance), fix
-        return
-    if kind is False or error.validator == "false":
-        yield parts, "key is not allowed here", fix or "remove it"
-        return
+    failure = _Failure(
+        parts, json_path(parts), sub, str(sub.get("x-fix", "")), error.instance, error
+    )
+    if "propertyNames" in error.relative_schema_path and isinstance(error.instance, str):
+        name = error.instance
+        return [([*parts, name], f"key {name!r} is not a valid name here", failure.fix)]
+    describer = _DESCRIBERS.get(str(error.validator))
+    if describer is not None:
+        return describer(failure)
     message = error.message
-    if _is_secret(path):
-        message = "the value is not valid (%s)" % kind
-    yield parts, message, fix
+    if _is_secret(failure.path):
+        message = f"the value is not valid ({error.validator})"
+    return [(parts, message, failure.fix)]
 
 
 def schema_problems(data: Mapping[str, Any], doc: Document | None, shown: str) -> list[Problem]:
@@ -401,9 +499,10 @@ def schema_problems(data: Mapping[str, Any], doc: Document | None, shown: str) -
     problems: list[Problem] = []
     reported: set[str] = set()
     unknown_parents: set[str] = set()
-    errors = sorted(_validator().iter_errors(data),
-                    key=lambda e: (_PRIORITY.get(str(e.validator), 9),
-                                   [str(p) for p in e.absolute_path]))
+    errors = sorted(
+        _validator().iter_errors(data),
+        key=lambda e: (_PRIORITY.get(str(e.validator), 9), [str(p) for p in e.absolute_path]),
+    )
     for error in errors:
         kind = str(error.validator)
         for parts, message, fix in _describe(error):
@@ -422,8 +521,15 @@ def schema_problems(data: Mapping[str, Any], doc: Document | None, shown: str) -
 
 
 # Which jsonschema error explains a value best, most precise first.
-_PRIORITY = {"additionalProperties": 0, "format": 1, "type": 2, "required": 3, "enum": 4,
-             "const": 4, "pattern": 5}
+_PRIORITY = {
+    "additionalProperties": 0,
+    "format": 1,
+    "type": 2,
+    "required": 3,
+    "enum": 4,
+    "const": 4,
+    "pattern": 5,
+}
 
 
 # --------------------------------------------------------------------------- extends + merge
@@ -439,8 +545,11 @@ def _parents(data: Mapping[str, Any]) -> list[str]:
 
 
 def _find_parent(directory: Path, name: str) -> list[Path]:
-    return [directory / (name + suffix) for suffix in MANIFEST_SUFFIXES
-            if (directory / (name + suffix)).is_file()]
+    return [
+        directory / (name + suffix)
+        for suffix in MANIFEST_SUFFIXES
+        if (directory / (name + suffix)).is_file()
+    ]
 
 
 class _Resolver:
@@ -460,29 +569,58 @@ class _Resolver:
         chain = (*stack, doc.name)
         order: list[Document] = []
         for index, parent in enumerate(_parents(doc.data)):
-            where = ["extends", index] if isinstance(doc.data.get("extends"), list) else ["extends"]
+            where: list[str | int] = (
+                ["extends", index] if isinstance(doc.data.get("extends"), list) else ["extends"]
+            )
             shown = _display(doc.file)
             if parent in chain:
-                cycle = " -> ".join((*chain[chain.index(parent):], parent))
-                raise ManifestError([Problem(
-                    shown, json_path(where), "extends cycle: %s" % cycle,
-                    "remove 'extends: %s' or break the loop elsewhere" % parent,
-                    doc.line_of(where))])
+                cycle = " -> ".join((*chain[chain.index(parent) :], parent))
+                raise ManifestError(
+                    [
+                        Problem(
+                            shown,
+                            json_path(where),
+                            f"extends cycle: {cycle}",
+                            f"remove 'extends: {parent}' or break the loop elsewhere",
+                            doc.line_of(where),
+                        )
+                    ]
+                )
             candidates = _find_parent(doc.file.parent, parent)
             if not candidates:
-                raise ManifestError([Problem(
-                    shown, json_path(where),
-                    "parent bottle %r not found (chain: %s; looked for %s.yml, %s.yaml, %s.md "
-                    "in %s)" % (parent, " -> ".join((*chain, parent)), parent, parent, parent,
-                                _display(doc.file.parent)),
-                    "create %s.yml next to %s or fix the name" % (parent, doc.file.name),
-                    doc.line_of(where))])
+                raise ManifestError(
+                    [
+                        Problem(
+                            shown,
+                            json_path(where),
+                            "parent bottle {!r} not found (chain: {}; looked for {}.yml, "
+                            "{}.yaml, {}.md in {})".format(
+                                parent,
+                                " -> ".join((*chain, parent)),
+                                parent,
+                                parent,
+                                parent,
+                                _display(doc.file.parent),
+                            ),
+                            f"create {parent}.yml next to {doc.file.name} or fix the name",
+                            doc.line_of(where),
+                        )
+                    ]
+                )
             if len(candidates) > 1:
-                raise ManifestError([Problem(
-                    shown, json_path(where),
-                    "parent bottle %r is ambiguous: %s" % (
-                        parent, ", ".join(c.name for c in candidates)),
-                    "keep only one file named %s" % parent, doc.line_of(where))])
+                raise ManifestError(
+                    [
+                        Problem(
+                            shown,
+                            json_path(where),
+                            "parent bottle {!r} is ambiguous: {}".format(
+                                parent, ", ".join(c.name for c in candidates)
+                            ),
+                            f"keep only one file named {parent}",
+                            doc.line_of(where),
+                        )
+                    ]
+                )
             parent_doc = self.load(candidates[0])
             problems = schema_problems(parent_doc.data, parent_doc, _display(parent_doc.file))
             if problems:
@@ -558,16 +696,23 @@ def resolve(path: str | Path, resolver: _Resolver | None = None) -> Bottle:
     problems = schema_problems(merged, None, shown)
     if problems:
         parents = ", ".join(_display(d.file) for d in chain[:-1])
-        raise ManifestError([
-            Problem(p.file, p.path, "%s (in the manifest merged from %s)" % (p.message, parents),
-                    p.fix) for p in problems])
+        raise ManifestError(
+            [
+                Problem(
+                    p.file, p.path, f"{p.message} (in the manifest merged from {parents})", p.fix
+                )
+                for p in problems
+            ]
+        )
     try:
         policy = compile_policy(merged)
     except PolicyError as exc:
-        raise ManifestError([Problem(shown, exc.path, exc.message,
-                                     "fix the route in this file or its parents")]) from None
-    return Bottle(name=doc.name, file=doc.file, chain=[d.file for d in chain],
-                  manifest=merged, policy=policy)
+        raise ManifestError(
+            [Problem(shown, exc.path, exc.message, "fix the route in this file or its parents")]
+        ) from None
+    return Bottle(
+        name=doc.name, file=doc.file, chain=[d.file for d in chain], manifest=merged, policy=policy
+    )
 
 
 def resolve_all(paths: Sequence[str | Path]) -> tuple[list[Bottle], list[Problem]]:
@@ -583,16 +728,27 @@ def resolve_all(paths: Sequence[str | Path]) -> tuple[list[Bottle], list[Problem
             problems.extend(exc.problems)
             continue
         if bottle.name in names and names[bottle.name].resolve() != file.resolve():
-            problems.append(Problem(
-                _display(file), "$", "bottle name %r is also defined by %s"
-                % (bottle.name, _display(names[bottle.name])),
-                "keep one file per bottle name"))
+            problems.append(
+                Problem(
+                    _display(file),
+                    "$",
+                    f"bottle name {bottle.name!r} is also defined by "
+                    f"{_display(names[bottle.name])}",
+                    "keep one file per bottle name",
+                )
+            )
             continue
         names[bottle.name] = file
         bottles.append(bottle)
     if not files and not problems:
-        problems.append(Problem(", ".join(str(p) for p in paths), "$", "no manifests found",
-                                "pass .yml, .yaml or .md manifest files or folders holding them"))
+        problems.append(
+            Problem(
+                ", ".join(str(p) for p in paths),
+                "$",
+                "no manifests found",
+                "pass .yml, .yaml or .md manifest files or folders holding them",
+            )
+        )
     return bottles, problems
 
 

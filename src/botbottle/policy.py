@@ -6,7 +6,6 @@ There is exactly one implementation; this module only makes it importable as
 
 from __future__ import annotations
 
-from botbottle import _paths  # noqa: F401  (puts the collection on sys.path)
 from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     POLICY_FORMAT,
     EgressPolicy,
@@ -23,6 +22,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     render_smolvm,
     warnings,
 )
+from botbottle import _paths  # noqa: F401  (puts the collection on sys.path)
 
 __all__ = [
     "POLICY_FORMAT",

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from dnslib import QTYPE, RCODE, DNSRecord
+from dnslib import RCODE, DNSRecord
 
 from botbottle.cli import main
 from botbottle.policy import allows_name, build_policy, render_dnsmasq
@@ -27,8 +27,9 @@ from tests.fake_upstream import serve
 
 pytestmark = pytest.mark.integration
 
-DNSMASQ = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if Path("/usr/sbin/dnsmasq").exists()
-                                      else None)
+DNSMASQ = shutil.which("dnsmasq") or (
+    "/usr/sbin/dnsmasq" if Path("/usr/sbin/dnsmasq").exists() else None
+)
 if DNSMASQ is None:
     if os.environ.get("CI"):
         raise RuntimeError("dnsmasq is not installed; .ci/run must install dnsmasq-base")
@@ -65,15 +66,31 @@ def dnsmasq(tmp_path: Path) -> Iterator[Callable[[list[str]], int]]:
 
     def start(lines: list[str]) -> int:
         port = _free_port()
-        conf = tmp_path / ("dnsmasq-%d.conf" % port)
-        conf.write_text("\n".join([*lines, "listen-address=127.0.0.1", "bind-interfaces",
-                                   "port=%d" % port, "cache-size=0", "log-queries",
-                                   "log-facility=-", "user=root"]) + "\n")
-        check = subprocess.run([DNSMASQ, "--test", "-C", str(conf)], capture_output=True,
-                               text=True, check=False)
+        conf = tmp_path / (f"dnsmasq-{port}.conf")
+        conf.write_text(
+            "\n".join(
+                [
+                    *lines,
+                    "listen-address=127.0.0.1",
+                    "bind-interfaces",
+                    f"port={port}",
+                    "cache-size=0",
+                    "log-queries",
+                    "log-facility=-",
+                    "user=root",
+                ]
+            )
+            + "\n"
+        )
+        check = subprocess.run(
+            [DNSMASQ, "--test", "-C", str(conf)], capture_output=True, text=True, check=False
+        )
         assert check.returncode == 0, check.stderr
-        proc = subprocess.Popen([DNSMASQ, "-k", "-C", str(conf), "--pid-file="],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [DNSMASQ, "-k", "-C", str(conf), "--pid-file="],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         procs.append(proc)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -82,7 +99,7 @@ def dnsmasq(tmp_path: Path) -> Iterator[Callable[[list[str]], int]]:
                 return port
             except (OSError, TimeoutError):
                 time.sleep(0.1)
-        raise AssertionError("dnsmasq did not start on port %d" % port)
+        raise AssertionError(f"dnsmasq did not start on port {port}")
 
     yield start
     for proc in procs:
@@ -95,15 +112,27 @@ def _upstream_names(log: Path) -> set[str]:
 
 
 def test_plan_lines_make_subdomains_of_an_exact_name_nxdomain(
-    tmp_path: Path, upstream: tuple[int, Path], dnsmasq: Callable[[list[str]], int],
+    tmp_path: Path,
+    upstream: tuple[int, Path],
+    dnsmasq: Callable[[list[str]], int],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The issue's acceptance case, end to end through `bottle plan --format json`."""
     up_port, log = upstream
     manifest = tmp_path / "probe.yml"
     manifest.write_text("egress:\n  routes:\n    - host: api.example.com\n")
-    code = main(["plan", str(manifest), "--backend", "docker", "--format", "json",
-                 "--upstream-dns", "127.0.0.1#%d" % up_port])
+    code = main(
+        [
+            "plan",
+            str(manifest),
+            "--backend",
+            "docker",
+            "--format",
+            "json",
+            "--upstream-dns",
+            f"127.0.0.1#{up_port}",
+        ]
+    )
     assert code == 0
     plan = json.loads(capsys.readouterr().out)
     lines = plan["bottles"][0]["render"]["docker"]["dnsmasq"]
@@ -115,8 +144,14 @@ def test_plan_lines_make_subdomains_of_an_exact_name_nxdomain(
     assert "api.example.com" in _upstream_names(log)
 
     secret = "mfrggzdfmztwq2lknnwg23tpobyxe43u"  # base32 of a fake secret
-    for name in ["x.api.example.com", secret + ".api.example.com", "a.b.api.example.com",
-                 "example.com", "xapi.example.com", "attacker.example.net"]:
+    for name in [
+        "x.api.example.com",
+        secret + ".api.example.com",
+        "a.b.api.example.com",
+        "example.com",
+        "xapi.example.com",
+        "attacker.example.net",
+    ]:
         for qtype in ["A", "AAAA", "TXT", "NULL", "MX", "CNAME", "ANY"]:
             assert query(port, name, qtype) == "NXDOMAIN", (name, qtype)
         assert query(port, name, "TXT", tcp=True) == "NXDOMAIN", name
@@ -130,19 +165,38 @@ CASES = [
     build_policy(["a.cdn.example"], ["cdn.example", "deep.cdn.example"]),
     build_policy([], ["example.net"]),
 ]
-NAMES = ["api.example.com", "x.api.example.com", "y.x.api.example.com", "example.com",
-         "a.example.com", "xapi.example.com", "example.org", "a.example.org", "b.a.example.org",
-         "cdn.example", "a.cdn.example", "q.a.cdn.example", "deep.cdn.example",
-         "z.deep.cdn.example", "example.net", "w.example.net", "EXAMPLE.NET", "W.Example.Net"]
+NAMES = [
+    "api.example.com",
+    "x.api.example.com",
+    "y.x.api.example.com",
+    "example.com",
+    "a.example.com",
+    "xapi.example.com",
+    "example.org",
+    "a.example.org",
+    "b.a.example.org",
+    "cdn.example",
+    "a.cdn.example",
+    "q.a.cdn.example",
+    "deep.cdn.example",
+    "z.deep.cdn.example",
+    "example.net",
+    "w.example.net",
+    "EXAMPLE.NET",
+    "W.Example.Net",
+]
 
 
-@pytest.mark.parametrize("policy", CASES, ids=lambda p: "+".join(
-    [*p.exact_hosts, *("*." + z for z in p.wildcard_zones)]))
+@pytest.mark.parametrize(
+    "policy", CASES, ids=lambda p: "+".join([*p.exact_hosts, *("*." + z for z in p.wildcard_zones)])
+)
 def test_real_dnsmasq_agrees_with_the_policy_and_the_model(
-    policy, upstream: tuple[int, Path], dnsmasq: Callable[[list[str]], int],  # type: ignore[no-untyped-def]
+    policy,
+    upstream: tuple[int, Path],
+    dnsmasq: Callable[[list[str]], int],  # type: ignore[no-untyped-def]
 ) -> None:
     up_port, log = upstream
-    lines = render_dnsmasq(policy, ["127.0.0.1#%d" % up_port])
+    lines = render_dnsmasq(policy, [f"127.0.0.1#{up_port}"])
     port = dnsmasq(lines)
     allowed = {n.lower() for n in NAMES if allows_name(policy, n)}
     assert allowed, "each case needs a positive control"

@@ -54,21 +54,44 @@ def test_plan_json_contract() -> None:
     assert set(data) == {"format", "valid", "bottles", "errors"}
     assert data["format"] == cli.PLAN_FORMAT
     web = next(b for b in data["bottles"] if b["name"] == "web-dev")
-    assert set(web) == {"name", "file", "chain", "description", "backend", "policy", "warnings",
-                        "env", "runtime", "render"}
-    assert set(web["policy"]) == {"format", "exact_hosts", "wildcard_zones", "cidrs", "log",
-                                  "hash"}
+    assert set(web) == {
+        "name",
+        "file",
+        "chain",
+        "description",
+        "backend",
+        "policy",
+        "warnings",
+        "env",
+        "runtime",
+        "render",
+    }
+    assert set(web["policy"]) == {"format", "exact_hosts", "wildcard_zones", "cidrs", "log", "hash"}
     assert web["backend"] == "smolmachines"
     assert web["render"]["smolmachines"]["allow_hosts"] == [
-        "=api.anthropic.com", "=registry.npmjs.org", "*.githubusercontent.com"]
+        "=api.anthropic.com",
+        "=registry.npmjs.org",
+        "*.githubusercontent.com",
+    ]
     assert len(web["warnings"]) == 1
     assert web["env"]["NPM_TOKEN"] == {"kind": "prompt", "prompt": "npm token"}
 
 
 def test_plan_docker_renders_dnsmasq_and_firewall() -> None:
-    code, out, _ = run("plan", str(EXAMPLES / "base.yml"), "--backend", "docker",
-                       "--format", "json", "--upstream-dns", "198.51.100.53",
-                       "--resolver-ip", "10.89.0.2", "--gateway-ip", "10.89.0.1")
+    code, out, _ = run(
+        "plan",
+        str(EXAMPLES / "base.yml"),
+        "--backend",
+        "docker",
+        "--format",
+        "json",
+        "--upstream-dns",
+        "198.51.100.53",
+        "--resolver-ip",
+        "10.89.0.2",
+        "--gateway-ip",
+        "10.89.0.1",
+    )
     assert code == cli.EXIT_OK
     docker = json.loads(out)["bottles"][0]["render"]["docker"]
     assert "server=/api.anthropic.com/198.51.100.53" in docker["dnsmasq"]
@@ -81,7 +104,7 @@ def test_plan_text_shows_wildcard_warning_and_rules() -> None:
     assert code == cli.EXIT_OK
     assert "WARNING: route '*.githubusercontent.com'" in out
     assert "server=/*.api.anthropic.com/" in out
-    assert "note: %s is a placeholder upstream" % cli.PLACEHOLDER_UPSTREAM in out
+    assert f"note: {cli.PLACEHOLDER_UPSTREAM} is a placeholder upstream" in out
 
 
 def test_plan_never_prints_env_values(tmp_path: Path) -> None:
@@ -118,14 +141,30 @@ def test_usage_errors_exit_2() -> None:
 
 
 CASES = {
-    "unknown-key": ("egress:\n  routes:\n    - hots: api.example.com\n", {},
-                    "$.egress.routes[0].hots: unknown key 'hots'", "did you mean 'host'?"),
-    "bad-host": ('egress:\n  routes:\n    - host: "bad host.example"\n', {},
-                 "$.egress.routes[0].host:", "write an exact host name"),
-    "cidr-in-host": ("egress:\n  routes:\n    - host: 10.0.0.0/8\n", {},
-                     "put IP literals and CIDRs in 'cidr'", "fix:"),
-    "cycle": ("extends: other\n", {"other.yml": "extends: cycle\n"},
-              "extends cycle: cycle -> other -> cycle", "fix:"),
+    "unknown-key": (
+        "egress:\n  routes:\n    - hots: api.example.com\n",
+        {},
+        "$.egress.routes[0].hots: unknown key 'hots'",
+        "did you mean 'host'?",
+    ),
+    "bad-host": (
+        'egress:\n  routes:\n    - host: "bad host.example"\n',
+        {},
+        "$.egress.routes[0].host:",
+        "write an exact host name",
+    ),
+    "cidr-in-host": (
+        "egress:\n  routes:\n    - host: 10.0.0.0/8\n",
+        {},
+        "put IP literals and CIDRs in 'cidr'",
+        "fix:",
+    ),
+    "cycle": (
+        "extends: other\n",
+        {"other.yml": "extends: cycle\n"},
+        "extends cycle: cycle -> other -> cycle",
+        "fix:",
+    ),
     "missing-parent": ("extends: nowhere\n", {}, "parent bottle 'nowhere' not found", "fix:"),
 }
 
@@ -133,16 +172,21 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_console_script_bad_input_is_one_line_exit_2(tmp_path: Path, case: str) -> None:
     text, others, message, fix = CASES[case]
-    (tmp_path / ("%s.yml" % case)).write_text(text)
+    (tmp_path / (f"{case}.yml")).write_text(text)
     for name, content in others.items():
         (tmp_path / name).write_text(content)
     env = {k: v for k, v in os.environ.items() if k != "BOTTLE_DEBUG"}
-    proc = subprocess.run([BOTTLE, "validate", str(tmp_path / ("%s.yml" % case))],
-                          capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(
+        [BOTTLE, "validate", str(tmp_path / (f"{case}.yml"))],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr
-    assert "%s.yml" % case in errors[0] or "other.yml" in errors[0]
+    assert f"{case}.yml" in errors[0] or "other.yml" in errors[0]
     assert message in errors[0] and fix in errors[0]
     assert "Traceback" not in proc.stderr + proc.stdout
 

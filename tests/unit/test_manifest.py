@@ -56,7 +56,10 @@ def test_examples_are_valid_and_extend_base() -> None:
 
 
 def test_markdown_front_matter(tmp_path: Path) -> None:
-    path = write(tmp_path, "md-bottle.md", """
+    path = write(
+        tmp_path,
+        "md-bottle.md",
+        """
         ---
         egress:
           routes:
@@ -65,20 +68,25 @@ def test_markdown_front_matter(tmp_path: Path) -> None:
         # Title
 
         Body text with: colons and - dashes, ignored.
-        """)
+        """,
+    )
     bottle = resolve(path)
     assert bottle.name == "md-bottle"
     assert bottle.policy.exact_hosts == ("api.example.com",)
 
 
 def test_markdown_line_numbers_count_the_front_matter_fence(tmp_path: Path) -> None:
-    path = write(tmp_path, "md.md", """
+    path = write(
+        tmp_path,
+        "md.md",
+        """
         ---
         egress:
           routes:
             - hots: api.example.com
         ---
-        """)
+        """,
+    )
     problem = only_problem(path)
     assert problem.line == 4
     assert problem.path == "$.egress.routes[0].hots"
@@ -107,11 +115,15 @@ def test_file_name_must_be_a_bottle_name(tmp_path: Path, name: str) -> None:
 
 
 def test_invalid_yaml_reports_the_line(tmp_path: Path) -> None:
-    path = write(tmp_path, "broken.yml", """
+    path = write(
+        tmp_path,
+        "broken.yml",
+        """
         egress:
           routes:
             - host: [unclosed
-        """)
+        """,
+    )
     problem = only_problem(path)
     assert problem.message.startswith("invalid YAML")
     assert problem.line is not None
@@ -128,11 +140,15 @@ def test_empty_file_is_an_empty_bottle(tmp_path: Path) -> None:
 
 
 def test_duplicate_keys_are_errors(tmp_path: Path) -> None:
-    path = write(tmp_path, "dup.yml", """
+    path = write(
+        tmp_path,
+        "dup.yml",
+        """
         env:
           A: "1"
           A: "2"
-        """)
+        """,
+    )
     problem = only_problem(path)
     assert problem.message == "duplicate key 'A'"
     assert problem.path == "$.env.A"
@@ -154,11 +170,15 @@ def test_empty_folder_is_reported(tmp_path: Path) -> None:
 
 
 def test_unknown_key_did_you_mean(tmp_path: Path) -> None:
-    path = write(tmp_path, "typo.yml", """
+    path = write(
+        tmp_path,
+        "typo.yml",
+        """
         egress:
           routes:
             - hots: api.example.com
-        """)
+        """,
+    )
     problem = only_problem(path)
     assert problem.file.endswith("typo.yml")
     assert problem.line == 3
@@ -179,17 +199,21 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     [("git", "renamed 'git-gate'"), ("supervise", "always on"), ("backend", "--backend")],
 )
 def test_removed_keys_have_migration_hints(tmp_path: Path, key: str, hint: str) -> None:
-    problem = only_problem(write(tmp_path, "old.yml", "%s: {}\n" % key))
+    problem = only_problem(write(tmp_path, "old.yml", f"{key}: {{}}\n"))
     assert hint in problem.fix
 
 
 def test_role_on_a_route_is_rejected(tmp_path: Path) -> None:
-    path = write(tmp_path, "role.yml", """
+    path = write(
+        tmp_path,
+        "role.yml",
+        """
         egress:
           routes:
             - host: api.example.com
               role: proxy
-        """)
+        """,
+    )
     problem = only_problem(path)
     assert problem.path == "$.egress.routes[0].role"
     assert "reserved" in problem.fix
@@ -206,7 +230,7 @@ def test_role_on_a_route_is_rejected(tmp_path: Path) -> None:
     ],
 )
 def test_bad_hosts(tmp_path: Path, host: str, message: str) -> None:
-    path = write(tmp_path, "bad.yml", 'egress:\n  routes:\n    - host: "%s"\n' % host)
+    path = write(tmp_path, "bad.yml", f'egress:\n  routes:\n    - host: "{host}"\n')
     problem = only_problem(path)
     assert problem.path == "$.egress.routes[0].host"
     assert message in problem.message
@@ -221,11 +245,14 @@ def test_bad_cidr(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "route",
-    ["{host: a.example, cidr: 10.0.0.0/8}", "{}", "{cidr: 10.0.0.0/8, auth: {scheme: Bearer, "
-     "token_ref: T}}"],
+    [
+        "{host: a.example, cidr: 10.0.0.0/8}",
+        "{}",
+        "{cidr: 10.0.0.0/8, auth: {scheme: Bearer, token_ref: T}}",
+    ],
 )
 def test_route_needs_exactly_one_destination(tmp_path: Path, route: str) -> None:
-    problem = only_problem(write(tmp_path, "r.yml", "egress: {routes: [%s]}\n" % route))
+    problem = only_problem(write(tmp_path, "r.yml", f"egress: {{routes: [{route}]}}\n"))
     assert problem.path == "$.egress.routes[0]"
     assert "exactly one of 'host' or 'cidr'" in problem.message
 
@@ -238,16 +265,28 @@ def test_route_needs_exactly_one_destination(tmp_path: Path, route: str) -> None
         ("runtime: {cpus: 0}\n", "$.runtime.cpus", "minimum"),
         ("runtime: {workdir: relative}\n", "$.runtime.workdir", "not valid"),
         ("runtime: {capabilities: [NET_ADMIN]}\n", "$.runtime.capabilities[0]", "not valid"),
-        ("runtime: {mounts: [{source: /a}]}\n", "$.runtime.mounts[0]", "missing required key 'target'"),
+        (
+            "runtime: {mounts: [{source: /a}]}\n",
+            "$.runtime.mounts[0]",
+            "missing required key 'target'",
+        ),
         ("extends: Bad_Name\n", "$.extends", "not valid"),
         ("env: {1BAD: x}\n", '$.env["1BAD"]', "not a valid name"),
-        ("egress: {routes: [{host: a.example, auth: {scheme: Basic, token_ref: T}}]}\n",
-         "$.egress.routes[0].auth.scheme", "is not one of"),
-        ("egress: {routes: [{host: a.example, dlp: {outbound_detectors: [nope]}}]}\n",
-         "$.egress.routes[0].dlp.outbound_detectors", "none of the allowed forms"),
+        (
+            "egress: {routes: [{host: a.example, auth: {scheme: Basic, token_ref: T}}]}\n",
+            "$.egress.routes[0].auth.scheme",
+            "is not one of",
+        ),
+        (
+            "egress: {routes: [{host: a.example, dlp: {outbound_detectors: [nope]}}]}\n",
+            "$.egress.routes[0].dlp.outbound_detectors",
+            "none of the allowed forms",
+        ),
     ],
 )
-def test_schema_errors_are_path_precise(tmp_path: Path, text: str, path: str, fragment: str) -> None:
+def test_schema_errors_are_path_precise(
+    tmp_path: Path, text: str, path: str, fragment: str
+) -> None:
     problem = only_problem(write(tmp_path, "s.yml", text))
     assert problem.path == path
     assert fragment in problem.message + problem.fix
@@ -260,21 +299,25 @@ def test_capability_error_names_the_fix(tmp_path: Path) -> None:
 
 def test_env_values_never_appear_in_errors(tmp_path: Path) -> None:
     secret = "${not valid s3cr3t-value}"
-    path = write(tmp_path, "e.yml", 'env:\n  TOKEN: "%s"\n' % secret)
+    path = write(tmp_path, "e.yml", f'env:\n  TOKEN: "{secret}"\n')
     problem = only_problem(path)
     assert problem.path == "$.env.TOKEN"
     assert "s3cr3t" not in problem.format()
 
 
 def test_every_error_is_reported_not_just_the_first(tmp_path: Path) -> None:
-    path = write(tmp_path, "many.yml", """
+    path = write(
+        tmp_path,
+        "many.yml",
+        """
         egres: {}
         runtime:
           cpu: 2
         egress:
           routes:
             - host: 10.0.0.1
-        """)
+        """,
+    )
     paths = [p.path for p in problems_of(path)]
     assert paths == ["$.egres", "$.runtime.cpu", "$.egress.routes[0].host"]
 
@@ -324,7 +367,10 @@ def test_parent_errors_name_the_parent_file(tmp_path: Path) -> None:
 
 
 def test_merge_rules(tmp_path: Path) -> None:
-    write(tmp_path, "base.yml", """
+    write(
+        tmp_path,
+        "base.yml",
+        """
         description: base
         agent_provider: {template: claude, auth_token: TOKEN_A}
         env: {A: "1", B: "1"}
@@ -336,8 +382,12 @@ def test_merge_rules(tmp_path: Path) -> None:
         egress:
           log: 1
           routes: [{host: base.example}]
-        """)
-    write(tmp_path, "tools.yml", """
+        """,
+    )
+    write(
+        tmp_path,
+        "tools.yml",
+        """
         env: {B: "2", C: "2"}
         git-gate:
           user: {email: tools@example.com}
@@ -346,8 +396,12 @@ def test_merge_rules(tmp_path: Path) -> None:
             lib: {url: ssh://b/lib.git}
         egress:
           routes: [{host: tools.example}]
-        """)
-    write(tmp_path, "child.yml", """
+        """,
+    )
+    write(
+        tmp_path,
+        "child.yml",
+        """
         extends: [base, tools]
         agent_provider: {template: codex}
         env: {C: "3"}
@@ -355,7 +409,8 @@ def test_merge_rules(tmp_path: Path) -> None:
         egress:
           log: 2
           routes: [{host: child.example}, {cidr: 10.0.0.0/8}]
-        """)
+        """,
+    )
     bottle = resolve(tmp_path / "child.yml")
     m = bottle.manifest
     assert "extends" not in m
@@ -369,7 +424,11 @@ def test_merge_rules(tmp_path: Path) -> None:
         "lib": {"url": "ssh://b/lib.git"},
     }
     assert [r.get("host", r.get("cidr")) for r in m["egress"]["routes"]] == [
-        "base.example", "tools.example", "child.example", "10.0.0.0/8"]
+        "base.example",
+        "tools.example",
+        "child.example",
+        "10.0.0.0/8",
+    ]
     assert m["egress"]["log"] == 2
     assert bottle.policy.exact_hosts == ("base.example", "child.example", "tools.example")
     assert [p.name for p in bottle.chain] == ["base.yml", "tools.yml", "child.yml"]
@@ -394,7 +453,9 @@ def test_explicit_empty_repos_clears_inherited(tmp_path: Path) -> None:
 
 def test_merge_without_routes_keeps_no_routes_key() -> None:
     assert merge([{"egress": {"log": 1}}, {"env": {"A": "1"}}]) == {
-        "egress": {"log": 1}, "env": {"A": "1"}}
+        "egress": {"log": 1},
+        "env": {"A": "1"},
+    }
 
 
 def test_duplicate_bottle_names_across_folders(tmp_path: Path) -> None:
@@ -411,8 +472,17 @@ def test_duplicate_bottle_names_across_folders(tmp_path: Path) -> None:
 
 
 def test_env_summary_never_holds_values() -> None:
-    summary = env_summary({"env": {"LIT": "plain-secret", "HOST": "${HOME_TOKEN}",
-                                   "ASK": "?Your token", "BARE": "?", "NUM": 8080}})
+    summary = env_summary(
+        {
+            "env": {
+                "LIT": "plain-secret",
+                "HOST": "${HOME_TOKEN}",
+                "ASK": "?Your token",
+                "BARE": "?",
+                "NUM": 8080,
+            }
+        }
+    )
     assert summary == {
         "ASK": {"kind": "prompt", "prompt": "Your token"},
         "BARE": {"kind": "prompt", "prompt": "BARE"},

@@ -118,8 +118,10 @@ def test_hash_is_stable_and_order_independent() -> None:
 
 
 def test_log_level_changes_hash() -> None:
-    assert (compile_policy(_manifest({"host": "a.example"}, log=0)).digest
-            != compile_policy(_manifest({"host": "a.example"}, log=1)).digest)
+    assert (
+        compile_policy(_manifest({"host": "a.example"}, log=0)).digest
+        != compile_policy(_manifest({"host": "a.example"}, log=1)).digest
+    )
 
 
 def test_empty_manifest_is_no_egress() -> None:
@@ -181,9 +183,12 @@ def test_smolvm_exact_names_use_the_pattern_form() -> None:
     assert smol["allow_cidrs"] == ["10.0.0.0/8"]
     assert smol["network"] is True
     assert smol["cli_args"] == [
-        "--allow-host-pattern", "api.example.com",
-        "--allow-host-pattern", "*.cdn.example",
-        "--allow-cidr", "10.0.0.0/8",
+        "--allow-host-pattern",
+        "api.example.com",
+        "--allow-host-pattern",
+        "*.cdn.example",
+        "--allow-cidr",
+        "10.0.0.0/8",
     ]
     # never a bare entry (smolvm matches a bare host and all its subdomains), never
     # --allow-host (it resolves names at create time and admits subdomains)
@@ -204,8 +209,10 @@ def test_dnsmasq_exact_name_blocks_its_subdomains() -> None:
 
 
 def test_dnsmasq_multiple_upstreams_and_wildcards() -> None:
-    policy = build_policy(["api.example.com", "example.org", "a.example.org"],
-                          ["example.org", "deep.example.org", "cdn.example"])
+    policy = build_policy(
+        ["api.example.com", "example.org", "a.example.org"],
+        ["example.org", "deep.example.org", "cdn.example"],
+    )
     lines = render_dnsmasq(policy, ["192.0.2.53", "2001:db8::53#5353"])
     assert "server=/api.example.com/192.0.2.53" in lines
     assert "server=/api.example.com/2001:db8::53#5353" in lines
@@ -229,8 +236,9 @@ def test_dnsmasq_never_emits_dangerous_forms() -> None:
         assert not line.startswith("address=/#/") or line == "address=/#/"
 
 
-@pytest.mark.parametrize("upstream", ["", "dns.example", "192.0.2.1#0", "192.0.2.1#70000",
-                                      "300.1.1.1", "192.0.2.1:53"])
+@pytest.mark.parametrize(
+    "upstream", ["", "dns.example", "192.0.2.1#0", "192.0.2.1#70000", "300.1.1.1", "192.0.2.1:53"]
+)
 def test_dnsmasq_rejects_bad_upstreams(upstream: str) -> None:
     with pytest.raises(ValueError, match="upstream"):
         render_dnsmasq(build_policy(["a.example"]), [upstream])
@@ -265,14 +273,16 @@ def test_firewall_rules_shape() -> None:
     assert "-A OUTPUT -d 203.0.113.0/24 -j ACCEPT" in v4
     # the DNS jump comes before any accept, so a CIDR route cannot carry DNS elsewhere
     assert v4.index("-A OUTPUT -p udp -m udp --dport 53 -j BOTTLE_DNS") < v4.index(
-        "-A OUTPUT -d 203.0.113.0/24 -j ACCEPT")
+        "-A OUTPUT -d 203.0.113.0/24 -j ACCEPT"
+    )
     assert "-A OUTPUT -p udp -m udp --dport 53 -j REJECT --reject-with icmp6-port-unreachable" in v6
     assert "-A OUTPUT -d 2001:db8::/32 -j ACCEPT" in v6
     assert "2001:db8::/32" not in rules["ipv4"]
 
 
-@pytest.mark.parametrize(("resolver", "gateway"), [("resolver", None), ("10.0.0.2", "gw"),
-                                                   ("2001:db8::2", None)])
+@pytest.mark.parametrize(
+    ("resolver", "gateway"), [("resolver", None), ("10.0.0.2", "gw"), ("2001:db8::2", None)]
+)
 def test_firewall_rejects_bad_addresses(resolver: str, gateway: str | None) -> None:
     with pytest.raises(ValueError):
         render_firewall(build_policy(["a.example"]), resolver, gateway)

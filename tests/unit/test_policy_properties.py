@@ -12,7 +12,7 @@ from tests.dns_semantics import dnsmasq_outcome, smolvm_allows
 label = st.sampled_from(["a", "b", "api", "x", "xapi", "cdn", "example", "com"])
 name = st.lists(label, min_size=1, max_size=4).map(".".join)
 policies = st.builds(
-    lambda exact, zones: build_policy(exact, zones),
+    build_policy,
     st.lists(name, max_size=5),
     st.lists(name, max_size=3),
 )

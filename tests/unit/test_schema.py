@@ -16,12 +16,12 @@ def _subschemas(node: Any, path: str = "#") -> Iterator[tuple[str, dict[str, Any
         for key, value in node.items():
             if key in ("properties", "$defs"):
                 for name, sub in value.items():
-                    yield from _subschemas(sub, "%s/%s/%s" % (path, key, name))
+                    yield from _subschemas(sub, f"{path}/{key}/{name}")
             elif key in ("items", "additionalProperties", "propertyNames", "not"):
-                yield from _subschemas(value, "%s/%s" % (path, key))
+                yield from _subschemas(value, f"{path}/{key}")
             elif key in ("oneOf", "anyOf", "allOf"):
                 for index, sub in enumerate(value):
-                    yield from _subschemas(sub, "%s/%s/%d" % (path, key, index))
+                    yield from _subschemas(sub, f"{path}/{key}/{index}")
 
 
 def test_schema_is_valid_draft_2020_12_with_id() -> None:
@@ -41,5 +41,6 @@ def test_every_property_is_described() -> None:
     for path, sub in _subschemas(schema()):
         for name, prop in sub.get("properties", {}).items():
             described = "description" in prop or (
-                "$ref" in prop and "description" in schema()["$defs"][prop["$ref"].split("/")[-1]])
-            assert described, "%s/properties/%s" % (path, name)
+                "$ref" in prop and "description" in schema()["$defs"][prop["$ref"].split("/")[-1]]
+            )
+            assert described, f"{path}/properties/{name}"

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: bot-bottle contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters that expose the egress policy compiler to roles and playbooks.
@@ -8,9 +7,11 @@ They are thin: every decision is made in ``module_utils/_policy.py``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ansible.errors import AnsibleFilterError
+
 from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     PolicyError,
     compile_policy,
@@ -24,26 +25,26 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
 def _policy(value: Mapping[str, Any], filter_name: str) -> Any:
     if not isinstance(value, Mapping):
         raise AnsibleFilterError(
-            "%s expects the output of botbottle.bottle.egress_policy (a mapping), got %s"
-            % (filter_name, type(value).__name__)
+            f"{filter_name} expects the output of botbottle.bottle.egress_policy "
+            f"(a mapping), got {type(value).__name__}"
         )
     try:
         return policy_from_dict(value)
     except ValueError as exc:
-        raise AnsibleFilterError("%s: %s" % (filter_name, exc)) from None
+        raise AnsibleFilterError(f"{filter_name}: {exc}") from None
 
 
 def egress_policy(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Compile a merged bottle manifest into the backend-neutral policy."""
     if not isinstance(manifest, Mapping):
         raise AnsibleFilterError(
-            "egress_policy expects a merged bottle manifest (a mapping), got %s"
-            % type(manifest).__name__
+            "egress_policy expects a merged bottle manifest (a mapping), "
+            f"got {type(manifest).__name__}"
         )
     try:
         return compile_policy(manifest).to_dict()
     except PolicyError as exc:
-        raise AnsibleFilterError("egress_policy: %s" % exc) from None
+        raise AnsibleFilterError(f"egress_policy: {exc}") from None
 
 
 def smolvm_allow(policy: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,7 +59,7 @@ def dnsmasq_lines(policy: Mapping[str, Any], upstreams: Sequence[str]) -> list[s
     try:
         return render_dnsmasq(_policy(policy, "dnsmasq_lines"), list(upstreams))
     except ValueError as exc:
-        raise AnsibleFilterError("dnsmasq_lines: %s" % exc) from None
+        raise AnsibleFilterError(f"dnsmasq_lines: {exc}") from None
 
 
 def firewall_rules(
@@ -68,7 +69,7 @@ def firewall_rules(
     try:
         return render_firewall(_policy(policy, "firewall_rules"), resolver_ip, gateway_ip)
     except ValueError as exc:
-        raise AnsibleFilterError("firewall_rules: %s" % exc) from None
+        raise AnsibleFilterError(f"firewall_rules: {exc}") from None
 
 
 class FilterModule:

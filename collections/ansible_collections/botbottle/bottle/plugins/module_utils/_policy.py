@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: bot-bottle contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The egress policy compiler: the one place that decides what a bottle may reach.
@@ -35,8 +34,9 @@ import hashlib
 import ipaddress
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 POLICY_FORMAT = 1
 """Bumped whenever the compiled representation (and so the hash) changes meaning."""
@@ -51,7 +51,7 @@ class PolicyError(ValueError):
     """A route cannot be compiled. ``path`` is the JSON path of the offending value."""
 
     def __init__(self, path: str, message: str) -> None:
-        super().__init__("%s: %s" % (path, message))
+        super().__init__(f"{path}: {message}")
         self.path = path
         self.message = message
 
@@ -63,45 +63,45 @@ def normalize_name(raw: str) -> str:
     Unicode does not). IP literals are rejected: they belong in ``cidr``.
     """
     if not isinstance(raw, str):
-        raise ValueError("expected a host name string, got %s" % type(raw).__name__)
+        raise ValueError(f"expected a host name string, got {type(raw).__name__}")
     name = raw.strip()
     if name != raw:
-        raise ValueError("host name %r has surrounding white space" % raw)
+        raise ValueError(f"host name {raw!r} has surrounding white space")
     if name.endswith("."):
         name = name[:-1]
     if not name:
         raise ValueError("host name is empty")
     if _is_ip_literal(name):
         raise ValueError(
-            "%r is an IP address, not a host name; put IP literals and CIDRs in 'cidr'" % raw
+            f"{raw!r} is an IP address, not a host name; put IP literals and CIDRs in 'cidr'"
         )
     if not name.isascii():
         raise ValueError(
-            "%r is not ASCII; write IDNs in A-label form (%s)" % (raw, _a_label_hint(name))
+            f"{raw!r} is not ASCII; write IDNs in A-label form ({_a_label_hint(name)})"
         )
     name = name.lower()
     if len(name) > _MAX_NAME:
-        raise ValueError("host name is %d characters long; the limit is 253" % len(name))
+        raise ValueError(f"host name is {len(name)} characters long; the limit is 253")
     for label in name.split("."):
         if not _LABEL_RE.match(label):
             raise ValueError(
-                "label %r of %r is not a valid DNS label (letters, digits and inner hyphens, "
-                "1-63 characters)" % (label, raw)
+                f"label {label!r} of {raw!r} is not a valid DNS label "
+                "(letters, digits and inner hyphens, 1-63 characters)"
             )
     if name.replace(".", "").isdigit():
-        raise ValueError("%r looks like an IP address; put it in 'cidr'" % raw)
+        raise ValueError(f"{raw!r} looks like an IP address; put it in 'cidr'")
     return name
 
 
 def normalize_cidr(raw: str) -> str:
     """Return ``raw`` as a canonical network (host bits cleared, bare IP -> /32 or /128)."""
     if not isinstance(raw, str):
-        raise ValueError("expected a CIDR string, got %s" % type(raw).__name__)
+        raise ValueError(f"expected a CIDR string, got {type(raw).__name__}")
     try:
         net = ipaddress.ip_network(raw.strip(), strict=False)
     except ValueError:
         raise ValueError(
-            "%r is not an IP address or CIDR (for example 203.0.113.7 or 2001:db8::/32)" % raw
+            f"{raw!r} is not an IP address or CIDR (for example 203.0.113.7 or 2001:db8::/32)"
         ) from None
     return str(net)
 
@@ -117,7 +117,7 @@ def _is_ip_literal(text: str) -> bool:
 
 def _a_label_hint(name: str) -> str:
     try:
-        return "for example %r" % name.encode("idna").decode("ascii").lower()
+        return "for example {!r}".format(name.encode("idna").decode("ascii").lower())
     except UnicodeError:
         return "xn--..."
 
@@ -146,8 +146,13 @@ class EgressPolicy:
 
 def _digest(exact: Sequence[str], zones: Sequence[str], cidrs: Sequence[str], log: int) -> str:
     payload = json.dumps(
-        {"format": POLICY_FORMAT, "exact": list(exact), "zones": list(zones),
-         "cidrs": list(cidrs), "log": log},
+        {
+            "format": POLICY_FORMAT,
+            "exact": list(exact),
+            "zones": list(zones),
+            "cidrs": list(cidrs),
+            "log": log,
+        },
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -173,7 +178,7 @@ def build_policy(
     zones = sorted({normalize_name(z) for z in wildcard_zones})
     nets = sorted({normalize_cidr(c) for c in cidrs}, key=_cidr_sort_key)
     if log not in _LOG_LEVELS:
-        raise ValueError("log must be 0, 1 or 2, got %r" % (log,))
+        raise ValueError(f"log must be 0, 1 or 2, got {log!r}")
     return EgressPolicy(
         exact_hosts=tuple(exact),
         wildcard_zones=tuple(zones),
@@ -199,7 +204,7 @@ def compile_policy(manifest: Mapping[str, Any]) -> EgressPolicy:
     zones: list[str] = []
     cidrs: list[str] = []
     for index, route in enumerate(routes):
-        path = "$.egress.routes[%d]" % index
+        path = f"$.egress.routes[{index}]"
         if not isinstance(route, Mapping):
             raise PolicyError(path, "expected a mapping with 'host' or 'cidr'")
         has_host, has_cidr = "host" in route, "cidr" in route
@@ -221,7 +226,7 @@ def compile_policy(manifest: Mapping[str, Any]) -> EgressPolicy:
             raise PolicyError(path + ".host", str(exc)) from None
     log = egress.get("log", 0)
     if isinstance(log, bool) or log not in _LOG_LEVELS:
-        raise PolicyError("$.egress.log", "expected 0, 1 or 2, got %r" % (log,))
+        raise PolicyError("$.egress.log", f"expected 0, 1 or 2, got {log!r}")
     return build_policy(exact, zones, cidrs, log)
 
 
@@ -254,10 +259,10 @@ def allows_name(policy: EgressPolicy, name: str) -> bool:
 def warnings(policy: EgressPolicy) -> list[str]:
     """Human-readable warnings about what a policy leaves open."""
     return [
-        "route '*.%s' forwards every name below %s to the upstream resolver: "
+        f"route '*.{zone}' forwards every name below {zone} to the upstream resolver: "
         "anything the bottle can encode in a name (for example "
-        "<base32-secret>.%s) leaves as a DNS query, a tunnel through that zone; "
-        "list the exact host names instead if you can" % (zone, zone, zone)
+        f"<base32-secret>.{zone}) leaves as a DNS query, a tunnel through that zone; "
+        "list the exact host names instead if you can"
         for zone in policy.wildcard_zones
     ]
 
@@ -297,15 +302,15 @@ def normalize_upstream(raw: str) -> str:
     """Check a dnsmasq upstream (``ip`` or ``ip#port``) and return it canonical."""
     match = _UPSTREAM_RE.match(raw.strip()) if isinstance(raw, str) else None
     if match is None:
-        raise ValueError("upstream %r is not 'IP' or 'IP#PORT'" % (raw,))
+        raise ValueError(f"upstream {raw!r} is not 'IP' or 'IP#PORT'")
     try:
         address = ipaddress.ip_address(match.group("ip"))
     except ValueError:
-        raise ValueError("upstream %r is not an IP address" % (raw,)) from None
+        raise ValueError(f"upstream {raw!r} is not an IP address") from None
     port = match.group("port")
     if port is not None and not 0 < int(port) < 65536:
-        raise ValueError("upstream %r has port outside 1-65535" % (raw,))
-    return str(address) + ("#%d" % int(port) if port else "")
+        raise ValueError(f"upstream {raw!r} has port outside 1-65535")
+    return str(address) + (f"#{int(port)}" if port else "")
 
 
 def render_dnsmasq(policy: EgressPolicy, upstreams: Sequence[str]) -> list[str]:
@@ -318,7 +323,7 @@ def render_dnsmasq(policy: EgressPolicy, upstreams: Sequence[str]) -> list[str]:
     if not ups:
         raise ValueError("at least one upstream resolver is needed")
     lines = [
-        "# bot-bottle egress policy %s" % policy.digest,
+        f"# bot-bottle egress policy {policy.digest}",
         "no-resolv",
         "no-hosts",
         "address=/#/",
@@ -326,13 +331,13 @@ def render_dnsmasq(policy: EgressPolicy, upstreams: Sequence[str]) -> list[str]:
     for name in policy.exact_hosts:
         if any(_in_zone(name, zone) for zone in policy.wildcard_zones):
             continue  # the wildcard line below already forwards it and its subdomains
-        lines += ["server=/%s/%s" % (name, up) for up in ups]
+        lines += [f"server=/{name}/{up}" for up in ups]
         if name not in policy.wildcard_zones:
-            lines.append("server=/*.%s/" % name)
+            lines.append(f"server=/*.{name}/")
     for zone in policy.wildcard_zones:
         if any(_in_zone(zone, outer) for outer in policy.wildcard_zones):
             continue  # nested in a wider wildcard
-        lines += ["server=/*.%s/%s" % (zone, up) for up in ups]
+        lines += [f"server=/*.{zone}/{up}" for up in ups]
     return lines
 
 
@@ -358,35 +363,35 @@ def render_firewall(
     resolver = str(ipaddress.IPv4Address(resolver_ipv4))
     embedded = str(ipaddress.IPv4Address(embedded_dns))
     v4 = [
-        "# bot-bottle egress policy %s" % policy.digest,
+        f"# bot-bottle egress policy {policy.digest}",
         "*filter",
         ":INPUT ACCEPT [0:0]",
         ":FORWARD DROP [0:0]",
         ":OUTPUT ACCEPT [0:0]",
         ":BOTTLE_DNS - [0:0]",
         "-A OUTPUT -o lo -d 127.0.0.1/32 -j ACCEPT",
-        "-A OUTPUT -d %s/32 -p tcp -j REJECT --reject-with tcp-reset" % embedded,
-        "-A OUTPUT -d %s/32 -j REJECT --reject-with icmp-port-unreachable" % embedded,
+        f"-A OUTPUT -d {embedded}/32 -p tcp -j REJECT --reject-with tcp-reset",
+        f"-A OUTPUT -d {embedded}/32 -j REJECT --reject-with icmp-port-unreachable",
         "-A OUTPUT -p udp -m udp --dport 53 -j BOTTLE_DNS",
         "-A OUTPUT -p tcp -m tcp --dport 53 -j BOTTLE_DNS",
         "-A OUTPUT -p tcp -m tcp --dport 853 -j REJECT --reject-with tcp-reset",
         "-A OUTPUT -p udp -m udp --dport 853 -j REJECT --reject-with icmp-port-unreachable",
     ]
-    v4 += ["-A OUTPUT -d %s -j ACCEPT" % c for c in policy.cidrs if ":" not in c]
+    v4 += [f"-A OUTPUT -d {c} -j ACCEPT" for c in policy.cidrs if ":" not in c]
     if gateway_ipv4 is not None:
         gateway = str(ipaddress.IPv4Address(gateway_ipv4))
         v4 += [
-            "-A OUTPUT -d %s/32 -p tcp -j REJECT --reject-with tcp-reset" % gateway,
-            "-A OUTPUT -d %s/32 -j REJECT --reject-with icmp-port-unreachable" % gateway,
+            f"-A OUTPUT -d {gateway}/32 -p tcp -j REJECT --reject-with tcp-reset",
+            f"-A OUTPUT -d {gateway}/32 -j REJECT --reject-with icmp-port-unreachable",
         ]
     v4 += [
-        "-A BOTTLE_DNS -d %s/32 -j RETURN" % resolver,
+        f"-A BOTTLE_DNS -d {resolver}/32 -j RETURN",
         "-A BOTTLE_DNS -p tcp -j REJECT --reject-with tcp-reset",
         "-A BOTTLE_DNS -j REJECT --reject-with icmp-port-unreachable",
         "COMMIT",
     ]
     v6 = [
-        "# bot-bottle egress policy %s" % policy.digest,
+        f"# bot-bottle egress policy {policy.digest}",
         "*filter",
         ":INPUT ACCEPT [0:0]",
         ":FORWARD DROP [0:0]",
@@ -397,6 +402,6 @@ def render_firewall(
         "-A OUTPUT -p tcp -m tcp --dport 853 -j REJECT --reject-with tcp-reset",
         "-A OUTPUT -p udp -m udp --dport 853 -j REJECT --reject-with icmp6-port-unreachable",
     ]
-    v6 += ["-A OUTPUT -d %s -j ACCEPT" % c for c in policy.cidrs if ":" in c]
+    v6 += [f"-A OUTPUT -d {c} -j ACCEPT" for c in policy.cidrs if ":" in c]
     v6 += ["COMMIT"]
     return {"ipv4": "\n".join(v4) + "\n", "ipv6": "\n".join(v6) + "\n"}
