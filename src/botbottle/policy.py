@@ -22,7 +22,6 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     render_smolvm,
     warnings,
 )
-from botbottle import _paths  # noqa: F401  (puts the collection on sys.path)
 
 __all__ = [
     "POLICY_FORMAT",

@@ -1,0 +1,134 @@
+# Copyright: bot-bottle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Lookup plugin: load, merge, validate and compile bottle manifests on the controller."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ansible.errors import AnsibleLookupError
+from ansible.plugins.lookup import LookupBase
+
+try:
+    from botbottle.manifest import env_summary, resolve_all
+    from botbottle.policy import warnings
+
+    _IMPORT_ERROR: ImportError | None = None
+except ImportError as _exc:  # the controller lacks the bot-bottle package
+    _IMPORT_ERROR = _exc
+
+
+DOCUMENTATION = r"""
+name: bottle_manifest
+author: bot-bottle contributors
+version_added: 0.1.0
+short_description: Load and validate bot-bottle manifests on the controller
+description:
+  - Loads each bottle manifest (C(<name>.yml), C(<name>.yaml), or C(<name>.md) with YAML
+    front matter), resolves C(extends), merges it, validates it against
+    C(schemas/bottle.schema.json), and compiles its egress policy.
+  - Folders are expanded to the manifests they hold (not recursively).
+  - Any invalid manifest fails the lookup with one line per problem, naming the file, the
+    line, the JSON path and the fix; nothing is returned then, so no play acts on half a
+    fleet's manifests.
+  - Runs on the controller and needs the C(bot-bottle) Python package there
+    (C(pip install -e .) in a checkout).
+options:
+  _terms:
+    description: Manifest files or folders, relative to the playbook directory or absolute.
+    type: list
+    elements: path
+    required: true
+notes:
+  - Environment values are never returned; only their kind (literal, host variable, prompt).
+"""
+
+EXAMPLES = r"""
+- name: Load the example bottles
+  ansible.builtin.set_fact:
+    bottles: "{{ query('botbottle.bottle.bottle_manifest', 'examples/bottles') }}"
+
+- name: Show each bottle's policy hash
+  ansible.builtin.debug:
+    msg: "{{ item.name }}: {{ item.policy.hash }}"
+  loop: "{{ bottles }}"
+"""
+
+RETURN = r"""
+_list:
+  description: One entry per bottle.
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Bottle name (the file name without extension).
+      type: str
+    file:
+      description: The manifest's path.
+      type: str
+    chain:
+      description: Files merged into the bottle, ancestors first, the bottle's own file last.
+      type: list
+      elements: str
+    manifest:
+      description: The merged manifest without C(env) values (see C(env)).
+      type: dict
+    env:
+      description: >-
+        Each env entry's kind (C(literal), C(host) with its C(variable), C(prompt)),
+        never its value.
+      type: dict
+    policy:
+      description: >-
+        The compiled egress policy (exact_hosts, wildcard_zones, cidrs, log, hash, format).
+      type: dict
+    warnings:
+      description: What the policy leaves open (wildcard routes).
+      type: list
+      elements: str
+"""
+
+
+def _load(paths: list[str]) -> list[dict[str, Any]]:
+    if _IMPORT_ERROR is not None:
+        raise AnsibleLookupError(
+            "botbottle.bottle.bottle_manifest needs the bot-bottle Python package on the "
+            f"controller ({_IMPORT_ERROR}); install it with 'pip install -e .' in the bot-bottle "
+            "checkout"
+        )
+    bottles, problems = resolve_all(paths)
+    if problems:
+        raise AnsibleLookupError(
+            "invalid bottle manifests:\n" + "\n".join(p.format() for p in problems)
+        )
+    result = []
+    for bottle in bottles:
+        manifest = {k: v for k, v in bottle.manifest.items() if k != "env"}
+        result.append(
+            {
+                "name": bottle.name,
+                "file": str(bottle.file),
+                "chain": [str(p) for p in bottle.chain],
+                "manifest": manifest,
+                "env": env_summary(bottle.manifest),
+                "policy": bottle.policy.to_dict(),
+                "warnings": warnings(bottle.policy),
+            }
+        )
+    return result
+
+
+class LookupModule(LookupBase):
+    """Load bottle manifests."""
+
+    def run(self, terms: list[Any], variables: Any = None, **kwargs: Any) -> list[Any]:
+        self.set_options(var_options=variables, direct=kwargs)
+        paths = []
+        for term in terms:
+            for item in term if isinstance(term, list) else [term]:
+                path = str(item)
+                if not os.path.isabs(path):
+                    path = os.path.join(self._loader.get_basedir(), path)
+                paths.append(path)
+        return _load(paths)

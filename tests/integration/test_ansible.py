@@ -1,0 +1,68 @@
+"""The collection's plugins and site.yml, run by real ansible-playbook."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from botbottle.policy import build_policy, render_dnsmasq, render_firewall, render_smolvm
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
+
+
+def playbook(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_LOCALHOST_WARNING="0",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+    )
+    return subprocess.run(
+        [PLAYBOOK, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=300,
+    )
+
+
+def test_filters_render_exactly_what_the_compiler_renders(tmp_path: Path) -> None:
+    out = tmp_path / "render.json"
+    proc = playbook("tests/integration/playbooks/filters.yml", "-e", f"render_out={out}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    policy = build_policy(["api.example.com"], ["cdn.example"], ["203.0.113.0/24"])
+    assert data["policy"] == policy.to_dict()
+    assert data["smolvm"] == render_smolvm(policy)
+    assert data["dnsmasq"] == render_dnsmasq(policy, ["192.0.2.53"])
+    assert data["firewall"] == render_firewall(policy, "10.89.0.2", "10.89.0.1")
+
+
+def test_site_validates_the_examples() -> None:
+    proc = playbook("site.yml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "web-dev: policy sha256:" in proc.stdout
+    assert "'*.githubusercontent.com'" in proc.stdout or "*.githubusercontent.com" in proc.stdout
+
+
+def test_site_fails_before_any_host_on_an_invalid_manifest(tmp_path: Path) -> None:
+    (tmp_path / "good.yml").write_text("egress: {routes: [{host: a.example}]}\n")
+    (tmp_path / "bad.yml").write_text("egress: {routes: [{hots: a.example}]}\n")
+    proc = playbook("site.yml", "-e", json.dumps({"bottle_manifest_paths": [str(tmp_path)]}))
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "$.egress.routes[0].hots: unknown key 'hots'" in out
+    assert "did you mean 'host'?" in out
+    assert "Traceback" not in out

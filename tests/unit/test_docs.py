@@ -1,0 +1,63 @@
+"""Generated and rendered documentation stays true."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from botbottle.schemadoc import render_reference
+
+ROOT = Path(__file__).resolve().parents[2]
+COLLECTION = ROOT / "collections" / "ansible_collections" / "botbottle" / "bottle"
+
+
+def test_manifest_reference_is_up_to_date() -> None:
+    committed = (ROOT / "docs" / "manifest.md").read_text()
+    assert committed == render_reference(), (
+        "docs/manifest.md is stale: run .venv/bin/python -m botbottle.schemadoc > docs/manifest.md"
+    )
+
+
+def test_reference_covers_every_route_key() -> None:
+    text = render_reference()
+    for key in (
+        "egress.routes[].host",
+        "egress.routes[].cidr",
+        "egress.routes[].auth.token_ref",
+        "runtime.mounts[].source",
+        "git-gate.repos.<name>.url",
+    ):
+        assert f"`{key}`" in text
+
+
+def _plugins() -> list[tuple[str, str]]:
+    found = []
+    for kind, folder in (("module", "modules"), ("lookup", "lookup")):
+        for path in sorted((COLLECTION / "plugins" / folder).glob("*.py")):
+            if not path.name.startswith("_"):
+                found.append((kind, path.stem))
+    for path in sorted((COLLECTION / "plugins" / "filter").glob("*.yml")):
+        found.append(("filter", path.stem))
+    return found
+
+
+@pytest.mark.parametrize(("kind", "name"), _plugins())
+def test_ansible_doc_renders(kind: str, name: str) -> None:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-doc"), "-t", kind, f"botbottle.bottle.{name}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING" not in proc.stderr, proc.stderr
+    assert "EXAMPLES" in proc.stdout
+    assert "RETURN VALUES" in proc.stdout or kind == "filter" or "RETURN" in proc.stdout
