@@ -42,8 +42,8 @@ def _kind(node: Mapping[str, Any]) -> str:
 def _rows(node: Mapping[str, Any], prefix: str) -> Iterator[str]:
     node = _resolve(node)
     required = set(node.get("required", []))
-    for name, prop in node.get("properties", {}).items():
-        prop = _resolve(prop)
+    for name, raw in node.get("properties", {}).items():
+        prop = _resolve(raw)
         path = f"{prefix}.{name}" if prefix else name
         text = " ".join(str(prop.get("description", "")).split())
         constraints = []
