@@ -8,6 +8,7 @@ import pytest
 
 from botbottle.policy import (
     PolicyError,
+    firewall_stamp,
     allows_name,
     build_policy,
     compile_policy,
@@ -262,6 +263,9 @@ def test_firewall_rules_shape() -> None:
     v6 = rules["ipv6"].splitlines()
     assert v4[0] == "# bot-bottle egress policy " + policy.digest
     assert "*filter" in v4 and v4[-1] == "COMMIT"
+    stamp = f'-A OUTPUT -m comment --comment "bot-bottle-policy {policy.digest}"'
+    assert stamp in v4 and stamp in v6  # a no-op rule (no target) read back by iptables-save
+    assert v4.index(stamp) < v4.index("-A OUTPUT -p udp -m udp --dport 53 -j BOTTLE_DNS")
     # the embedded resolver is rejected by address (its :53 is DNATed to a random port)
     assert "-A OUTPUT -d 127.0.0.11/32 -j REJECT --reject-with icmp-port-unreachable" in v4
     assert "-A OUTPUT -d 127.0.0.11/32 -p tcp -j REJECT --reject-with tcp-reset" in v4
@@ -286,6 +290,12 @@ def test_firewall_rules_shape() -> None:
 def test_firewall_rejects_bad_addresses(resolver: str, gateway: str | None) -> None:
     with pytest.raises(ValueError):
         render_firewall(build_policy(["a.example"]), resolver, gateway)
+
+
+def test_firewall_stamp_names_the_hash() -> None:
+    policy = build_policy(["a.example"])
+    assert firewall_stamp(policy) == "bot-bottle-policy " + policy.digest
+    assert len(firewall_stamp(policy)) < 256  # iptables comment limit
 
 
 def test_rendering_is_deterministic() -> None:

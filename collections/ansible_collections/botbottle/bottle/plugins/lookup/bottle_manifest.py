@@ -41,7 +41,7 @@ options:
     elements: path
     required: true
 notes:
-  - Environment values are never returned; only their kind (literal, host variable, prompt).
+  - Secrets are never returned: C(${HOST_VAR}) and C(?prompt) entries stay unresolved.
 """
 
 EXAMPLES = r"""
@@ -72,7 +72,10 @@ _list:
       type: list
       elements: str
     manifest:
-      description: The merged manifest without C(env) values (see C(env)).
+      description: >-
+        The merged manifest. Its C(env) holds entries as written (literals, C(${HOST_VAR})
+        references, C(?prompt) markers), never a resolved secret; resolve them with
+        P(botbottle.bottle.bottle_env#lookup) in a C(no_log) task.
       type: dict
     env:
       description: >-
@@ -104,7 +107,7 @@ def _load(paths: list[str]) -> list[dict[str, Any]]:
         )
     result = []
     for bottle in bottles:
-        manifest = {k: v for k, v in bottle.manifest.items() if k != "env"}
+        manifest = dict(bottle.manifest)
         result.append(
             {
                 "name": bottle.name,

@@ -344,6 +344,16 @@ def render_dnsmasq(policy: EgressPolicy, upstreams: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- firewall
 
 
+def firewall_stamp(policy: EgressPolicy) -> str:
+    """The comment of the no-op rule that stamps a loaded rule set with its policy hash.
+
+    ``iptables-save`` shows it, so a re-run can tell "these rules are loaded" by
+    looking for it in both families (each restore is one transaction: the stamp
+    is there only if every rule of that family is).
+    """
+    return f"bot-bottle-policy {policy.digest}"
+
+
 def render_firewall(
     policy: EgressPolicy,
     resolver_ipv4: str,
@@ -362,6 +372,7 @@ def render_firewall(
     """
     resolver = str(ipaddress.IPv4Address(resolver_ipv4))
     embedded = str(ipaddress.IPv4Address(embedded_dns))
+    stamp = f'-A OUTPUT -m comment --comment "{firewall_stamp(policy)}"'
     v4 = [
         f"# bot-bottle egress policy {policy.digest}",
         "*filter",
@@ -369,6 +380,7 @@ def render_firewall(
         ":FORWARD DROP [0:0]",
         ":OUTPUT ACCEPT [0:0]",
         ":BOTTLE_DNS - [0:0]",
+        stamp,
         "-A OUTPUT -o lo -d 127.0.0.1/32 -j ACCEPT",
         f"-A OUTPUT -d {embedded}/32 -p tcp -j REJECT --reject-with tcp-reset",
         f"-A OUTPUT -d {embedded}/32 -j REJECT --reject-with icmp-port-unreachable",
@@ -396,6 +408,7 @@ def render_firewall(
         ":INPUT ACCEPT [0:0]",
         ":FORWARD DROP [0:0]",
         ":OUTPUT ACCEPT [0:0]",
+        stamp,
         "-A OUTPUT -o lo -d ::1/128 -j ACCEPT",
         "-A OUTPUT -p tcp -m tcp --dport 53 -j REJECT --reject-with tcp-reset",
         "-A OUTPUT -p udp -m udp --dport 53 -j REJECT --reject-with icmp6-port-unreachable",
