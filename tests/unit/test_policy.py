@@ -8,10 +8,10 @@ import pytest
 
 from botbottle.policy import (
     PolicyError,
-    firewall_stamp,
     allows_name,
     build_policy,
     compile_policy,
+    firewall_stamp,
     normalize_cidr,
     normalize_name,
     normalize_upstream,

@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ansible.errors import AnsibleFilterError
+
 from ansible_collections.botbottle.bottle.plugins.module_utils._docker_net import (
     bottle_addresses as _bottle_addresses,
 )

@@ -9,6 +9,7 @@ from typing import Any
 
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
+
 from ansible_collections.botbottle.bottle.plugins.module_utils._bottle_env import (
     EnvError,
     resolve_env,
@@ -28,7 +29,8 @@ description:
   - Use the result only in tasks with C(no_log).
 options:
   _terms:
-    description: The bottle's C(env) mapping (as returned by P(botbottle.bottle.bottle_manifest#lookup)).
+    description: >-
+      The bottle's C(env) mapping (as returned by P(botbottle.bottle.bottle_manifest#lookup)).
     type: dict
     required: true
   secrets:
@@ -46,7 +48,9 @@ EXAMPLES = r"""
   community.docker.docker_container:
     name: bottle-dev
     image: bot-bottle/agent:bookworm
-    env: "{{ lookup('botbottle.bottle.bottle_env', bottle.manifest.env | default({}), secrets=my_secrets) }}"
+    env: >-
+      {{ lookup('botbottle.bottle.bottle_env', bottle.manifest.env | default({}),
+                secrets=my_secrets) }}
   no_log: true
 """
 

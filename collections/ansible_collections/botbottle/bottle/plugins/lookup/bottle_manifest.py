@@ -41,7 +41,7 @@ options:
     elements: path
     required: true
 notes:
-  - Secrets are never returned: C(${HOST_VAR}) and C(?prompt) entries stay unresolved.
+  - Secrets are never returned; C(${HOST_VAR}) and C(?prompt) entries stay unresolved.
 """
 
 EXAMPLES = r"""

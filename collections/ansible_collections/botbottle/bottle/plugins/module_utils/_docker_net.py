@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def bottle_addresses(subnet: str, gateway: str | None = None) -> dict[str, Any]:
@@ -67,5 +68,6 @@ def choose_subnet(name: str, pool: str, prefix: int, used: Iterable[str]) -> str
         if not any(candidate.overlaps(other) for other in taken if other.version == 4):
             return str(candidate)
     raise ValueError(
-        f"no free /{prefix} left in {pool}; set docker_bottle_subnet_pool to a larger or other range"
+        f"no free /{prefix} left in {pool}; "
+        "set docker_bottle_subnet_pool to a larger or other range"
     )
