@@ -21,6 +21,7 @@ import yaml
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
+from ansible_collections.botbottle.bottle.plugins.module_utils._bottle_env import entry_kind
 from botbottle._paths import SCHEMA_FILE
 from botbottle.policy import (
     EgressPolicy,
@@ -757,13 +758,13 @@ def env_summary(manifest: Mapping[str, Any]) -> dict[str, dict[str, str]]:
     summary: dict[str, dict[str, str]] = {}
     for name, value in sorted((manifest.get("env") or {}).items()):
         text = str(value)
-        match = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text)
-        if match:
-            summary[name] = {"kind": "host", "variable": match.group(1)}
-        elif text.startswith("?"):
-            summary[name] = {"kind": "prompt", "prompt": text[1:] or name}
+        kind = entry_kind(text)
+        if kind == "host":
+            summary[name] = {"kind": kind, "variable": text[2:-1]}
+        elif kind == "prompt":
+            summary[name] = {"kind": kind, "prompt": text[1:] or name}
         else:
-            summary[name] = {"kind": "literal"}
+            summary[name] = {"kind": kind}
     return summary
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from botbottle.policy import build_policy, render_dnsmasq, render_firewall, render_smolvm
+from tests.helpers import ansible
 
 pytestmark = pytest.mark.integration
 
@@ -19,23 +19,7 @@ PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 
 
 def playbook(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_FORCE_COLOR="0",
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_LOCALHOST_WARNING="0",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-    )
-    return subprocess.run(
-        [PLAYBOOK, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=300,
-    )
+    return ansible("ansible-playbook", *args)
 
 
 def test_filters_render_exactly_what_the_compiler_renders(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import (
     SmolvmError,
 )
 from botbottle.policy import compile_policy
+from tests.helpers import ansible
 
 pytestmark = pytest.mark.integration
 
@@ -68,24 +69,14 @@ def module(
     if out.exists():
         out.unlink()
     argv = [
-        PLAYBOOK,
+        "ansible-playbook",
         "tests/integration/playbooks/smolmachine.yml",
         "-e",
         json.dumps({"params": params, "result_file": str(out), "module_name": module_name}),
     ]
     if check:
         argv += ["--check", "--diff"]
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_LOCALHOST_WARNING="0",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-        SMOL_CLOUD_TOKEN="must-never-be-used",
-    )
-    proc = subprocess.run(
-        argv, cwd=ROOT, capture_output=True, text=True, env=env, check=False, timeout=300
-    )
+    proc = ansible(*argv, SMOL_CLOUD_TOKEN="must-never-be-used")
     assert out.exists(), proc.stdout + proc.stderr
     result: dict[str, Any] = json.loads(out.read_text())
     return result

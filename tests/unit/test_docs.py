@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from botbottle.schemadoc import render_reference
+from tests.helpers import ansible
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTION = ROOT / "collections" / "ansible_collections" / "botbottle" / "bottle"
@@ -47,16 +45,7 @@ def _plugins() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("kind", "name"), _plugins())
 def test_ansible_doc_renders(kind: str, name: str) -> None:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-doc"), "-t", kind, f"botbottle.bottle.{name}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=120,
-    )
+    proc = ansible("ansible-doc", "-t", kind, f"botbottle.bottle.{name}")
     assert proc.returncode == 0, proc.stderr
     assert "WARNING" not in proc.stderr, proc.stderr
     assert "EXAMPLES" in proc.stdout

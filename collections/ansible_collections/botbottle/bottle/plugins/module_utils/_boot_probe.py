@@ -13,37 +13,21 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import parse_error
+from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import (
+    parse_error,
+    run_command,
+)
 
 Runner = Callable[[Sequence[str], Mapping[str, str], int], "tuple[int, str, str]"]
 
 _AVAILABILITY = "import json, smol; print(json.dumps(list(smol.local_availability())))"
 
 
-def _run(argv: Sequence[str], env: Mapping[str, str], timeout: int) -> tuple[int, str, str]:
-    try:
-        proc = subprocess.run(
-            list(argv),
-            env=dict(env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired:
-        return 124, "", f"timed out after {timeout}s"
-    except OSError as exc:
-        return 127, "", str(exc)
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def availability(python: str, env: Mapping[str, str], runner: Runner = _run) -> list[Any]:
+def availability(python: str, env: Mapping[str, str], runner: Runner = run_command) -> list[Any]:
     """``[ok, code, reason]`` from ``smol.local_availability()`` in ``python``."""
     rc, out, err = runner([python, "-c", _AVAILABILITY], env, 60)
     if rc != 0:
@@ -62,7 +46,7 @@ def probe(
     *,
     data_home: str | None = None,
     timeout: int = 120,
-    runner: Runner = _run,
+    runner: Runner = run_command,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """``{"can_boot": bool, "reason": str, "availability": [ok, code, reason]}``."""

@@ -90,15 +90,24 @@ def find_binary(explicit: str | None = None, venv: str = DEFAULT_VENV) -> str:
     )
 
 
-def _subprocess_runner(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str, str]:
-    proc = subprocess.run(
-        list(argv),
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+def run_command(
+    argv: Sequence[str], env: Mapping[str, str], timeout: int | None = None
+) -> tuple[int, str, str]:
+    """Run a command without stdin; a timeout or a missing program is a result, not a raise."""
+    try:
+        proc = subprocess.run(
+            list(argv),
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        return 124, "", f"timed out after {timeout}s"
+    except OSError as exc:
+        return 127, "", str(exc)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -143,7 +152,7 @@ class SmolvmClient:
         if cache_home:
             base["XDG_CACHE_HOME"] = cache_home
         self.env = base
-        self.runner = runner or _subprocess_runner
+        self.runner = runner or run_command
         self.calls: list[list[str]] = []
 
     # ------------------------------------------------------------------ plumbing
@@ -215,3 +224,18 @@ class SmolvmClient:
 
     def delete(self, name: str) -> None:
         self._run("delete", ["--name", name, "-f"])
+
+
+# Options of every module that talks to smolvm (documented in smolmachine's DOCUMENTATION).
+CLIENT_ARGUMENT_SPEC: dict[str, Any] = {
+    "binary": {"type": "path"},
+    "data_home": {"type": "path"},
+    "cache_home": {"type": "path"},
+}
+
+
+def client_from_params(params: Mapping[str, Any]) -> SmolvmClient:
+    """The client for a module's ``binary``/``data_home``/``cache_home`` parameters."""
+    return SmolvmClient(
+        find_binary(params.get("binary")), params.get("data_home"), params.get("cache_home")
+    )

@@ -24,9 +24,10 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._smolmachine impo
     plan,
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import (
+    CLIENT_ARGUMENT_SPEC,
     SmolvmClient,
     SmolvmError,
-    find_binary,
+    client_from_params,
 )
 
 DOCUMENTATION = r"""
@@ -266,9 +267,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     },
     "labels": {"type": "dict"},
     "recreate": {"type": "bool", "default": False},
-    "binary": {"type": "path"},
-    "data_home": {"type": "path"},
-    "cache_home": {"type": "path"},
+    **CLIENT_ARGUMENT_SPEC,
 }
 
 
@@ -346,7 +345,7 @@ def _fail_closed(
 def run(module: AnsibleModule) -> None:
     params = module.params
     name = params["name"]
-    client = SmolvmClient(find_binary(params["binary"]), params["data_home"], params["cache_home"])
+    client = client_from_params(params)
     desired = _desired(module)
     actual, actual_state = _read(client, name)
     try:

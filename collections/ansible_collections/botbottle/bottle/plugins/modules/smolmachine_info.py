@@ -12,9 +12,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.botbottle.bottle.plugins.module_utils._smolmachine import actual_spec
 from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import (
-    SmolvmClient,
+    CLIENT_ARGUMENT_SPEC,
     SmolvmError,
-    find_binary,
+    client_from_params,
 )
 
 DOCUMENTATION = r"""
@@ -101,7 +101,7 @@ machines:
 
 def run(module: AnsibleModule) -> None:
     params = module.params
-    client = SmolvmClient(find_binary(params["binary"]), params["data_home"], params["cache_home"])
+    client = client_from_params(params)
     wanted_labels = {str(k): str(v) for k, v in (params["labels"] or {}).items()}
     machines: list[dict[str, Any]] = []
     for listing in sorted(client.list(), key=lambda m: str(m.get("name"))):
@@ -128,9 +128,7 @@ def main() -> None:
         argument_spec={
             "name": {"type": "str"},
             "labels": {"type": "dict"},
-            "binary": {"type": "path"},
-            "data_home": {"type": "path"},
-            "cache_home": {"type": "path"},
+            **CLIENT_ARGUMENT_SPEC,
         },
         supports_check_mode=True,
     )

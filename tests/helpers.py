@@ -1,0 +1,33 @@
+"""Running the project's Ansible tools from tests, the way a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ansible(tool: str, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``ansible-playbook``/``ansible-doc``/… of this virtualenv from the project root,
+    with the project's ansible.cfg and no colours."""
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_LOCALHOST_WARNING="0",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+        **extra_env,
+    )
+    return subprocess.run(
+        [str(Path(sys.executable).parent / tool), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=300,
+    )
