@@ -12,9 +12,10 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
-from botbottle import __version__
+from botbottle import __version__, fleet
 from botbottle.manifest import Bottle, Problem, _display, env_summary, resolve_all
 from botbottle.policy import render_dnsmasq, render_firewall, render_smolvm, warnings
 
@@ -29,6 +30,7 @@ BACKENDS = ("smolmachines", "docker")
 PLACEHOLDER_UPSTREAM = "192.0.2.53"
 PLACEHOLDER_RESOLVER = "192.0.2.2"
 PLACEHOLDER_GATEWAY = "192.0.2.1"
+DEFAULT_INVENTORY = "inventory.yml"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,8 +52,15 @@ def _parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", help="show the compiled egress policy, touching nothing")
     plan.add_argument(
-        "paths", nargs="+", metavar="PATH", help="manifest files or folders of manifests"
+        "paths", nargs="*", metavar="PATH", help="manifest files or folders of manifests"
     )
+    plan.add_argument(
+        "-i",
+        "--inventory",
+        help="instead of PATHs: the fleet-wide plan of an inventory "
+        "(site.yml in check mode with diff, through ansible-runner)",
+    )
+    plan.add_argument("--limit", metavar="PATTERN", help="with -i: only these hosts")
     plan.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -78,6 +87,35 @@ def _parser() -> argparse.ArgumentParser:
         metavar="IP",
         help="the bottle network's gateway in the docker backend's rules",
     )
+    for name, text in (
+        ("up", "bring every host's bottles to their declared state (site.yml)"),
+        ("down", "remove every host's bottles"),
+        ("status", "show which bottles run where"),
+    ):
+        command = sub.add_parser(name, help=text)
+        command.add_argument(
+            "-i",
+            "--inventory",
+            default=DEFAULT_INVENTORY,
+            help="inventory file (default: %(default)s)",
+        )
+        command.add_argument(
+            "--limit", metavar="PATTERN", help="only these hosts (Ansible pattern)"
+        )
+        if name != "status":
+            command.add_argument(
+                "--check",
+                action="store_true",
+                help="show what would change (check mode with diff), change nothing",
+            )
+        else:
+            command.add_argument("--format", choices=("text", "json"), default="text")
+        if name == "up":
+            command.add_argument(
+                "--backend",
+                choices=(*BACKENDS, "auto"),
+                help="override every host's bottle_backend for this run",
+            )
     return parser
 
 
@@ -206,6 +244,16 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.inventory:
+        if args.paths:
+            print("error: bottle plan takes PATHs or -i INVENTORY, not both", file=err)
+            return EXIT_INVALID
+        args.check = True
+        args.command = "up"
+        return _cmd_fleet(args, out, err)
+    if not args.paths:
+        print("error: bottle plan needs manifest PATHs or -i INVENTORY", file=err)
+        return EXIT_INVALID
     bottles, problems = resolve_all(args.paths)
     try:
         entries = [_plan_entry(b, args) for b in bottles]
@@ -244,6 +292,75 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_INVALID if problems else EXIT_OK
 
 
+def _fleet_preflight(args: argparse.Namespace, err: TextIO) -> tuple[str, list[str]] | int:
+    """Read and validate the inventory's bottles: the inventory path, or an exit code."""
+    inventory = os.path.abspath(args.inventory)
+    if not os.path.exists(inventory):
+        print(f"error: inventory {args.inventory} not found (fix: pass -i INVENTORY)", file=err)
+        return EXIT_INVALID
+    try:
+        data = fleet.load_inventory(inventory)
+    except ValueError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_INVALID
+    _count, problems, secrets = fleet.validate_inventory(data, Path(inventory).parent)
+    if problems:
+        _print_problems(problems, err)
+        print(f"{len(problems)} error(s) in the inventory's bottles; nothing was touched", file=err)
+        return EXIT_INVALID
+    return inventory, secrets
+
+
+def _print_status(status: dict[str, Any], fmt: str, out: TextIO) -> None:
+    if fmt == "json":
+        json.dump({"format": PLAN_FORMAT, "hosts": status}, out, indent=2, sort_keys=True)
+        out.write("\n")
+        return
+    print(
+        f"{'HOST':<20} {'BOTTLE':<20} {'BACKEND':<13} {'STATE':<9} {'DECLARED':<9} POLICY", file=out
+    )
+    for host in sorted(status):
+        for row in status[host]:
+            print(
+                f"{host:<20} {row['bottle']:<20} {row['backend']:<13} {row['state']:<9} "
+                f"{row['declared']:<9} {row['policy'] or '-'}",
+                file=out,
+            )
+
+
+def _cmd_fleet(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    checked = _fleet_preflight(args, err)
+    if isinstance(checked, int):
+        return checked
+    inventory, secrets = checked
+    extravars: dict[str, Any] = {}
+    playbook = "site.yml"
+    if args.command == "down":
+        extravars.update(bottle_state_override="absent", bottle_verify=False)
+    elif args.command == "status":
+        playbook = "playbooks/status.yml"
+    if getattr(args, "backend", None):
+        extravars["bottle_backend_override"] = args.backend
+    stream = err if args.command == "status" else out
+    progress = fleet.Progress(out=stream, tty=fleet.is_tty(stream), secrets=secrets)
+    rc, artifacts = fleet.run_playbook(
+        playbook,
+        inventory,
+        progress,
+        limit=args.limit,
+        check=getattr(args, "check", False),
+        extravars=extravars,
+    )
+    code, lines = fleet.summary(progress, rc)
+    if args.command == "status":
+        _print_status(dict(progress.set_stats.get("bottle_status") or {}), args.format, out)
+    report = err if code else stream
+    for line in lines:
+        print(line, file=report)
+    print(f"artifacts: {artifacts}", file=report)
+    return code
+
+
 def main(
     argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
@@ -251,7 +368,13 @@ def main(
     out = out or sys.stdout
     err = err or sys.stderr
     args = _parser().parse_args(argv)
-    commands = {"validate": _cmd_validate, "plan": _cmd_plan}
+    commands = {
+        "validate": _cmd_validate,
+        "plan": _cmd_plan,
+        "up": _cmd_fleet,
+        "down": _cmd_fleet,
+        "status": _cmd_fleet,
+    }
     try:
         return commands[args.command](args, out, err)
     except BrokenPipeError:

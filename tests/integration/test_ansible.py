@@ -34,19 +34,25 @@ def test_filters_render_exactly_what_the_compiler_renders(tmp_path: Path) -> Non
     assert data["firewall"] == render_firewall(policy, "10.89.0.2", "10.89.0.1")
 
 
-def test_site_validates_the_examples() -> None:
-    proc = playbook("site.yml")
+def test_validation_play_compiles_each_hosts_bottles() -> None:
+    proc = playbook("playbooks/validate.yml", "-i", "examples/inventory/local.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "web-dev: policy sha256:" in proc.stdout
-    assert "'*.githubusercontent.com'" in proc.stdout or "*.githubusercontent.com" in proc.stdout
+    assert "python-dev: policy sha256:" in proc.stdout
+    assert "*.githubusercontent.com" in proc.stdout
 
 
-def test_site_fails_before_any_host_on_an_invalid_manifest(tmp_path: Path) -> None:
+def test_site_stops_before_any_host_on_an_invalid_manifest(tmp_path: Path) -> None:
     (tmp_path / "good.yml").write_text("egress: {routes: [{host: a.example}]}\n")
     (tmp_path / "bad.yml").write_text("egress: {routes: [{hots: a.example}]}\n")
-    proc = playbook("site.yml", "-e", json.dumps({"bottle_manifest_paths": [str(tmp_path)]}))
+    bottles = [{"manifest": str(tmp_path / "good.yml")}, {"manifest": str(tmp_path / "bad.yml")}]
+    proc = playbook(
+        "site.yml", "-i", "examples/inventory/local.yml", "-e", json.dumps({"bottles": bottles})
+    )
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "$.egress.routes[0].hots: unknown key 'hots'" in out
     assert "did you mean 'host'?" in out
     assert "Traceback" not in out
+    # the first play failed: the bring-up play never started
+    assert "Bring each host's bottles" not in out

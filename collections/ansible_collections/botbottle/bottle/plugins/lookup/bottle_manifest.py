@@ -36,10 +36,15 @@ description:
     (C(pip install -e .) in a checkout).
 options:
   _terms:
-    description: Manifest files or folders, relative to the playbook directory or absolute.
+    description:
+      - Manifest files or folders, or inventory entries C({manifest, state}) whose C(state) is
+        one of C(started) (default), C(present), C(stopped), C(absent).
     type: list
-    elements: path
+    elements: raw
     required: true
+  basedir:
+    description: Folder relative paths are resolved against; the playbook's folder by default.
+    type: path
 notes:
   - Secrets are never returned; C(${HOST_VAR}) and C(?prompt) entries stay unresolved.
 """
@@ -86,6 +91,9 @@ _list:
       description: >-
         The compiled egress policy (exact_hosts, wildcard_zones, cidrs, log, hash, format).
       type: dict
+    state:
+      description: The declared state (from a C({manifest, state}) entry; C(started) otherwise).
+      type: str
     warnings:
       description: What the policy leaves open (wildcard routes).
       type: list
@@ -93,7 +101,7 @@ _list:
 """
 
 
-def _load(paths: list[str]) -> list[dict[str, Any]]:
+def _load(paths: list[str], states: dict[str, str] | None = None) -> list[dict[str, Any]]:
     if _IMPORT_ERROR is not None:
         raise AnsibleLookupError(
             "botbottle.bottle.bottle_manifest needs the bot-bottle Python package on the "
@@ -117,9 +125,13 @@ def _load(paths: list[str]) -> list[dict[str, Any]]:
                 "env": env_summary(bottle.manifest),
                 "policy": bottle.policy.to_dict(),
                 "warnings": warnings(bottle.policy),
+                "state": (states or {}).get(os.path.realpath(str(bottle.file)), "started"),
             }
         )
     return result
+
+
+_STATES = ("started", "present", "stopped", "absent")
 
 
 class LookupModule(LookupBase):
@@ -127,11 +139,26 @@ class LookupModule(LookupBase):
 
     def run(self, terms: list[Any], variables: Any = None, **kwargs: Any) -> list[Any]:
         self.set_options(var_options=variables, direct=kwargs)
-        paths = []
+        basedir = self.get_option("basedir") or self._loader.get_basedir()
+        paths: list[str] = []
+        states: dict[str, str] = {}
         for term in terms:
-            for item in term if isinstance(term, list) else [term]:
-                path = str(item)
-                if not os.path.isabs(path):
-                    path = os.path.join(self._loader.get_basedir(), path)
+            for entry in term if isinstance(term, list) else [term]:
+                state, item = "started", entry
+                if isinstance(item, dict):
+                    if "manifest" not in item:
+                        raise AnsibleLookupError(
+                            f"a bottle entry needs 'manifest' (got keys {sorted(item)}); "
+                            "write {manifest: PATH, state: started|present|stopped|absent}"
+                        )
+                    state = str(item.get("state", "started"))
+                    if state not in _STATES:
+                        raise AnsibleLookupError(
+                            f"bottle {item['manifest']}: state {state!r} is not one of "
+                            f"{', '.join(_STATES)}"
+                        )
+                    item = item["manifest"]
+                path = os.path.join(basedir, str(item))
                 paths.append(path)
-        return _load(paths)
+                states[os.path.realpath(path)] = state
+        return _load(paths, states)

@@ -92,6 +92,8 @@ class MachineSpec:
     allow_hosts: tuple[str, ...] = ()
     allow_cidrs: tuple[str, ...] = ()
     image_source: str | None = field(default=None, compare=False)
+    # The compiler's CLI rendering of allow_hosts/allow_cidrs (render_smolvm's cli_args).
+    egress_args: tuple[str, ...] = field(default=(), compare=False)
 
     def to_dict(self, redact_env: bool = True) -> dict[str, Any]:
         """Plain data for diffs; env values are replaced unless ``redact_env`` is false."""
@@ -156,6 +158,7 @@ def desired_spec(
         allow_hosts=tuple(sorted(_host_key(h) for h in smolvm_allow.get("allow_hosts", ()))),
         allow_cidrs=tuple(sorted(str(c) for c in smolvm_allow.get("allow_cidrs", ()))),
         image_source=image or None,
+        egress_args=tuple(str(a) for a in smolvm_allow.get("cli_args", ())),
     )
 
 
@@ -273,19 +276,13 @@ def plan(
 
 
 def _allow_args(spec: MachineSpec) -> list[str]:
-    args: list[str] = []
+    """The compiler's allow-list arguments, after checking no entry is bare."""
     for host in spec.allow_hosts:
-        if host.startswith("="):
-            args += ["--allow-host-pattern", host[1:]]
-        elif host.startswith("*."):
-            args += ["--allow-host-pattern", host]
-        else:
+        if not host.startswith(("=", "*.")):
             raise ValueError(
                 f"refusing bare allow-list entry {host!r}: smolvm would also allow every subdomain"
             )
-    for cidr in spec.allow_cidrs:
-        args += ["--allow-cidr", cidr]
-    return args
+    return list(spec.egress_args)
 
 
 def _volume(mount: tuple[str, str, bool]) -> str:

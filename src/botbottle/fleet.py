@@ -1,0 +1,274 @@
+"""Fleet operations of the ``bottle`` CLI: validate an inventory's bottles, then run
+the playbooks through ansible-runner's Python API with live progress.
+
+The pure parts -- turning runner events into progress lines, summarising a run,
+collecting an inventory's bottle entries -- are functions here, tested without
+Ansible. :func:`run_playbook` is the only place that calls ansible-runner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import ansible_runner
+
+from botbottle._paths import PROJECT_DIR
+from botbottle.manifest import Problem, env_summary, resolve_all
+
+ARTIFACTS_ENV = "BOTTLE_ARTIFACTS_DIR"
+_RESULT_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "FAILED",
+    "runner_on_unreachable": "UNREACHABLE",
+    "runner_on_skipped": "skipped",
+    "runner_item_on_failed": "FAILED",
+}
+_REDACTED = "********"
+
+
+def _tools_on_path() -> None:
+    """ansible-runner looks up ansible-playbook/ansible-inventory on PATH: use this
+    virtualenv's even when the console script runs without the venv activated."""
+    here = os.path.dirname(sys.executable)
+    parts = os.environ.get("PATH", "").split(os.pathsep)
+    if here not in parts:
+        os.environ["PATH"] = os.pathsep.join([here, *parts])
+
+
+def artifacts_root() -> Path:
+    """Where runs keep artifacts: $BOTTLE_ARTIFACTS_DIR, else ~/.local/state/bot-bottle/runs."""
+    configured = os.environ.get(ARTIFACTS_ENV)
+    if configured:
+        return Path(configured)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(state) / "bot-bottle" / "runs"
+
+
+# --------------------------------------------------------------------------- inventory
+
+
+def inventory_bottles(inventory: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Each host's ``bottles`` entries from ``ansible-inventory --list`` output."""
+    hostvars = (inventory.get("_meta") or {}).get("hostvars") or {}
+    found: dict[str, list[dict[str, Any]]] = {}
+    for host, variables in sorted(hostvars.items()):
+        entries = variables.get("bottles") or []
+        if isinstance(entries, list):
+            found[host] = [e if isinstance(e, dict) else {"manifest": e} for e in entries]
+        else:
+            found[host] = [{"manifest": entries}]
+    return found
+
+
+def validate_inventory(
+    inventory: Mapping[str, Any], inventory_dir: Path
+) -> tuple[int, list[Problem], list[str]]:
+    """Resolve every host's manifests (relative to the inventory's folder).
+
+    Returns the number of bottle entries, the problems (empty when valid) and the
+    values of host variables the bottles' env copies (secrets to redact).
+    """
+    problems: list[Problem] = []
+    secrets: list[str] = []
+    count = 0
+    for host, entries in inventory_bottles(inventory).items():
+        paths = []
+        for entry in entries:
+            manifest = entry.get("manifest")
+            if not isinstance(manifest, str):
+                problems.append(
+                    Problem(
+                        f"inventory host {host}",
+                        "bottles",
+                        "an entry has no 'manifest'",
+                        "write {manifest: PATH, state: started}",
+                    )
+                )
+                continue
+            paths.append(str(inventory_dir / manifest) if not os.path.isabs(manifest) else manifest)
+        count += len(paths)
+        if paths:
+            bottles, found = resolve_all(paths)
+            problems.extend(found)
+            for bottle in bottles:
+                for info in env_summary(bottle.manifest).values():
+                    value = os.environ.get(info.get("variable", ""), "")
+                    if info["kind"] == "host" and value:
+                        secrets.append(value)
+    return count, problems, secrets
+
+
+# --------------------------------------------------------------------------- progress
+
+
+@dataclass
+class Progress:
+    """Turns ansible-runner events into progress output and remembers failures."""
+
+    out: TextIO
+    tty: bool = False
+    secrets: Sequence[str] = ()
+    failures: dict[str, str] = field(default_factory=dict)
+    changed: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    set_stats: dict[str, Any] = field(default_factory=dict)
+    _task: str = ""
+    _started: float = field(default_factory=time.monotonic)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, _REDACTED)
+        return text
+
+    def line(self, event: Mapping[str, Any]) -> str | None:
+        """The progress line for one event, or None."""
+        kind = str(event.get("event", ""))
+        data = event.get("event_data") or {}
+        if kind == "playbook_on_play_start":
+            return f"== {data.get('play', '')}"
+        if kind == "playbook_on_task_start":
+            self._task = str(data.get("task", ""))
+            return None
+        if kind == "playbook_on_stats":
+            self.stats = {
+                key: data.get(key) or {} for key in ("ok", "changed", "failures", "dark", "skipped")
+            }
+            self.set_stats = dict(data.get("artifact_data") or {})
+            return None
+        state = _RESULT_EVENTS.get(kind)
+        if state is None:
+            return None
+        host = str(data.get("host", "?"))
+        result = data.get("res") or {}
+        if state == "ok" and result.get("changed"):
+            state = "changed"
+            self.changed[host] = self.changed.get(host, 0) + 1
+        if state in ("FAILED", "UNREACHABLE") and not data.get("ignore_errors"):
+            message = str(result.get("msg") or result.get("stderr") or "failed")
+            self.failures[host] = f"{self._task}: {message}"
+        if state in ("ok", "skipped") and not self.tty:
+            return None  # plain output lists what changed or failed, not every no-op
+        label = f"{host:<20} {state:<11} {self._task}"
+        if state in ("FAILED", "UNREACHABLE"):
+            label += f" -- {result.get('msg', '')}"
+        return self.redact(label)
+
+    def __call__(self, event: Mapping[str, Any]) -> bool:
+        text = self.line(event)
+        if text is not None:
+            if self.tty:
+                elapsed = time.monotonic() - self._started
+                self.out.write(f"\r\x1b[K[{elapsed:6.1f}s] {text}\n")
+            else:
+                self.out.write(text + "\n")
+            self.out.flush()
+        return True  # keep the event in the artifacts
+
+
+def summary(progress: Progress, rc: int) -> tuple[int, list[str]]:
+    """Exit code (0 success, 1 a host failed) and the summary lines."""
+    failed = sorted(
+        set(progress.failures)
+        | set(progress.stats.get("failures") or {})
+        | set(progress.stats.get("dark") or {})
+    )
+    lines = []
+    hosts = sorted(set(progress.stats.get("ok") or {}) | set(failed))
+    for host in hosts:
+        changes = (progress.stats.get("changed") or {}).get(host, 0)
+        if host in failed:
+            reason = progress.failures.get(host, "failed")
+            lines.append(progress.redact(f"FAILED  {host}: {reason}"))
+        else:
+            lines.append(f"ok      {host}: {changes} change(s)")
+    code = 1 if failed or rc != 0 else 0
+    return code, lines
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_playbook(
+    playbook: str,
+    inventory: str,
+    progress: Progress,
+    *,
+    limit: str | None = None,
+    check: bool = False,
+    extravars: Mapping[str, Any] | None = None,
+    runner_run: Callable[..., Any] | None = None,
+) -> tuple[int, Path]:
+    """Run a project playbook through ansible-runner; returns (rc, artifacts dir)."""
+    _tools_on_path()
+    runner_run = runner_run or ansible_runner.run
+    root = artifacts_root()
+    root.mkdir(parents=True, exist_ok=True)
+    ident = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+    cmdline = "--check --diff" if check else None
+    runner = runner_run(
+        private_data_dir=str(root),
+        project_dir=str(PROJECT_DIR),
+        playbook=str(PROJECT_DIR / playbook),
+        inventory=inventory,
+        limit=limit,
+        cmdline=cmdline,
+        extravars=dict(extravars or {}),
+        envvars={
+            "ANSIBLE_CONFIG": str(PROJECT_DIR / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+        },
+        event_handler=progress,
+        quiet=True,
+        suppress_env_files=True,
+        ident=ident,
+    )
+    return int(runner.rc or 0), root / "artifacts" / ident
+
+
+def load_inventory(inventory: str) -> dict[str, Any]:
+    """``ansible-inventory --list`` through ansible-runner."""
+    _tools_on_path()
+    out, err = ansible_runner.get_inventory(
+        action="list",
+        inventories=[inventory],
+        response_format="json",
+        quiet=True,
+        envvars={"ANSIBLE_CONFIG": str(PROJECT_DIR / "ansible.cfg")},
+    )
+    if isinstance(out, dict):
+        return out
+    if not out:
+        raise ValueError(
+            f"cannot read inventory {inventory}: {err.strip() if err else 'no output'}"
+        )
+    return dict(json.loads(out))
+
+
+def is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
+
+
+__all__ = [
+    "Progress",
+    "artifacts_root",
+    "inventory_bottles",
+    "is_tty",
+    "load_inventory",
+    "run_playbook",
+    "summary",
+    "validate_inventory",
+]

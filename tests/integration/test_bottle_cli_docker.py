@@ -1,0 +1,135 @@
+"""`bottle up/status/down` end to end: the real CLI, ansible-runner, site.yml, the
+Docker example backend on this machine's dockerd.
+
+The test creates its own egress network and answers allowlisted names with a fake
+upstream bound to that network's gateway address (on this machine); no query
+leaves the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fake_upstream import serve
+
+pytestmark = pytest.mark.integration
+
+BOTTLE = str(Path(sys.executable).parent / "bottle")
+NETWORK = "bbcli-egress"
+SUBNET = "172.29.251.0/24"
+GATEWAY = "172.29.251.1"
+
+
+def _docker(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+
+
+if shutil.which("docker") is None or _docker("info").returncode != 0:
+    if os.environ.get("CI"):
+        raise RuntimeError("Docker does not answer; .ci/run must start dockerd (scripts/dockerd)")
+    pytest.skip("Docker does not answer here (run scripts/dockerd)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    base = tmp_path_factory.mktemp("fleet")
+    assert _docker("network", "create", "--internal", "--subnet", SUBNET, NETWORK).returncode == 0
+    port, servers = serve(GATEWAY, 0, base / "upstream.log")
+    (base / "clitest.yml").write_text(
+        "runtime:\n  command: [sleep, infinity]\n"
+        "egress:\n  routes:\n    - host: cli.bbtest.example\n"
+    )
+    host = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "bottle_backend": "docker",
+        "bottles": [{"manifest": "clitest.yml"}],
+        "docker_bottle_upstream_dns": [f"{GATEWAY}#{port}"],
+        "docker_bottle_egress_network": NETWORK,
+        "docker_bottle_agent_image": "bot-bottle/netutils:latest",
+    }
+    path = base / "inventory.yml"
+    path.write_text(json.dumps({"all": {"hosts": {"localhost": host}}}))
+    try:
+        yield path
+    finally:
+        run("down", "-i", str(path))
+        for server in servers:
+            server.shutdown()
+            server.server_close()  # type: ignore[attr-defined]
+        _docker("network", "rm", NETWORK)
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "BOTTLE_DEBUG"}
+    return subprocess.run(
+        [BOTTLE, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def dig(*args: str) -> str:
+    return _docker("exec", "bottle-clitest", "dig", "+time=2", "+tries=1", *args).stdout
+
+
+def status(inventory: Path) -> dict[str, Any]:
+    proc = run("status", "-i", str(inventory), "--format", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def test_up_status_down(inventory: Path) -> None:
+    up = run("up", "-i", str(inventory))
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "changed" in up.stdout
+    assert "artifacts: " in up.stdout
+    # positive control first, then the refusal
+    assert dig("+short", "cli.bbtest.example").strip() == "192.0.2.1"
+    assert "status: NXDOMAIN" in dig("x.cli.bbtest.example")
+
+    again = run("up", "-i", str(inventory))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "ok      localhost: 0 change(s)" in again.stdout
+
+    planned = run("up", "-i", str(inventory), "--check")
+    assert planned.returncode == 0 and "0 change(s)" in planned.stdout
+
+    [row] = status(inventory)["hosts"]["localhost"]
+    assert row["bottle"] == "clitest" and row["backend"] == "docker"
+    assert row["state"] == "running" and row["policy"].startswith("sha256:")
+
+    down = run("down", "-i", str(inventory))
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert _docker("container", "inspect", "bottle-clitest").returncode != 0
+    [row] = status(inventory)["hosts"]["localhost"]
+    assert row["state"] == "absent"
+
+
+def test_a_failing_host_exits_1_and_is_named(inventory: Path, tmp_path: Path) -> None:
+    data = json.loads(inventory.read_text())
+    data["all"]["hosts"]["localhost"]["bottle_backend"] = "kubernetes"
+    data["all"]["hosts"]["localhost"]["bottles"] = [
+        {"manifest": str(inventory.parent / "clitest.yml")}
+    ]
+    broken = tmp_path / "inventory.yml"
+    broken.write_text(json.dumps(data))
+    proc = run("up", "-i", str(broken))
+    assert proc.returncode == 1
+    assert "FAILED  localhost: Check the host's backend:" in proc.stderr
+    assert 'bottle_backend is "kubernetes"' in proc.stderr
+    assert "Traceback" not in proc.stderr
