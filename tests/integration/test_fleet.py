@@ -48,8 +48,21 @@ def _wheel(tmp: Path) -> Path:
     found = glob.glob(str(tmp / "smolmachines-*.whl"))
     if not found:
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(tmp),
-             "smolmachines==1.32.2"], capture_output=True, text=True, check=False)
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "-q",
+                "-d",
+                str(tmp),
+                "smolmachines==1.32.2",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stderr
         found = glob.glob(str(tmp / "smolmachines-*.whl"))
     return Path(found[0])
@@ -59,28 +72,63 @@ def _wheel(tmp: Path) -> Path:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = tmp_path_factory.mktemp("fleet")
     build = base / "build.yml"
-    build.write_text(json.dumps([{
-        "name": "Build the fleet host image", "hosts": "localhost", "connection": "local",
-        "gather_facts": False,
-        "vars": {"ansible_python_interpreter": "/usr/bin/python3",
-                 "docker_bottle_netutils_image": IMAGE_REPO,
-                 "docker_bottle_image_packages": ["python3", "python3-venv", "passwd"]},
-        "tasks": [{"name": "Image", "ansible.builtin.include_role": {
-            "name": "docker_bottle_example", "tasks_from": "image"}}],
-    }]))
+    build.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "Build the fleet host image",
+                    "hosts": "localhost",
+                    "connection": "local",
+                    "gather_facts": False,
+                    "vars": {
+                        "ansible_python_interpreter": "/usr/bin/python3",
+                        "docker_bottle_netutils_image": IMAGE_REPO,
+                        "docker_bottle_image_packages": [
+                            "python3",
+                            "python3-venv",
+                            "python3-packaging",
+                            "passwd",
+                        ],
+                    },
+                    "tasks": [
+                        {
+                            "name": "Image",
+                            "ansible.builtin.include_role": {
+                                "name": "docker_bottle_example",
+                                "tasks_from": "image",
+                            },
+                        }
+                    ],
+                }
+            ]
+        )
+    )
     built = ansible("ansible-playbook", str(build))
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr
     wheel = _wheel(base)
     for name in [*HOSTS, BROKEN]:
         _docker("rm", "-f", name)
-        started = _docker("run", "-d", "--name", name, "--network", "none", "--dns", "127.0.0.1",
-                          "--label", "botbottle.test=fleet", f"{IMAGE_REPO}:latest",
-                          "sleep", "infinity")
+        started = _docker(
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "--dns",
+            "127.0.0.1",
+            "--label",
+            "botbottle.test=fleet",
+            f"{IMAGE_REPO}:latest",
+            "sleep",
+            "infinity",
+        )
         assert started.returncode == 0, started.stderr
         assert _docker("cp", str(wheel), f"{name}:/root/{wheel.name}").returncode == 0
     (base / "one.yml").write_text("egress:\n  routes:\n    - host: one.example\n")
-    (base / "two.yml").write_text("egress:\n  routes:\n    - host: two.example\n"
-                                  "    - host: \"*.cdn.example\"\n")
+    (base / "two.yml").write_text(
+        'egress:\n  routes:\n    - host: two.example\n    - host: "*.cdn.example"\n'
+    )
     host_vars: dict[str, Any] = {
         "ansible_connection": "community.docker.docker",
         "ansible_python_interpreter": "/usr/bin/python3",
@@ -89,20 +137,28 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     }
     hosts = {
         "bbfleet-1": {"bottles": [{"manifest": "one.yml", "state": "present"}]},
-        "bbfleet-2": {"bottles": [{"manifest": "one.yml", "state": "present"},
-                                  {"manifest": "two.yml", "state": "present"}]},
+        "bbfleet-2": {
+            "bottles": [
+                {"manifest": "one.yml", "state": "present"},
+                {"manifest": "two.yml", "state": "present"},
+            ]
+        },
         "bbfleet-3": {"bottles": [{"manifest": "two.yml", "state": "present"}]},
     }
-    inventory = {"all": {"vars": {**host_vars, "bottle_serial": 1,
-                                  "bottle_max_fail_percentage": 0},
-                         "hosts": {h: {"ansible_host": h, **v} for h, v in hosts.items()}}}
+    inventory = {
+        "all": {
+            "vars": {**host_vars, "bottle_serial": 1, "bottle_max_fail_percentage": 0},
+            "hosts": {h: {"ansible_host": h, **v} for h, v in hosts.items()},
+        }
+    }
     (base / "fleet.yml").write_text(json.dumps(inventory))
     broken = json.loads(json.dumps(inventory))
-    broken["all"]["hosts"][BROKEN] = {"ansible_host": BROKEN,
-                                      "bottles": [{"manifest": "one.yml", "state": "started"}]}
+    broken["all"]["hosts"][BROKEN] = {
+        "ansible_host": BROKEN,
+        "bottles": [{"manifest": "one.yml", "state": "started"}],
+    }
     # the broken host comes first: one host per batch, so nothing after it runs
-    broken["all"]["hosts"] = {BROKEN: broken["all"]["hosts"].pop(BROKEN),
-                              **broken["all"]["hosts"]}
+    broken["all"]["hosts"] = {BROKEN: broken["all"]["hosts"].pop(BROKEN), **broken["all"]["hosts"]}
     (base / "broken.yml").write_text(json.dumps(broken))
     try:
         yield base
@@ -112,14 +168,26 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def bottle(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([BOTTLE, *args], capture_output=True, text=True, check=False,
-                          timeout=1200, stdin=subprocess.DEVNULL, cwd=ROOT)
+    return subprocess.run(
+        [BOTTLE, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1200,
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
 
 
 def records(host: str) -> dict[str, list[str]]:
     """Machine name -> stored allow list, read inside the host with smolvm itself."""
-    cli = _docker("exec", host, "sh", "-c",
-                  "ls /opt/bot-bottle/smolmachines/lib/python3*/site-packages/smol/smol-vmm")
+    cli = _docker(
+        "exec",
+        host,
+        "sh",
+        "-c",
+        "ls /opt/bot-bottle/smolmachines/lib/python3*/site-packages/smol/smol-vmm",
+    )
     if cli.returncode != 0:
         return {}
     proc = _docker("exec", host, cli.stdout.strip(), "machine", "ls", "--json")
@@ -138,8 +206,10 @@ def test_rollout_status_rerun_limit_and_a_failing_host(fleet: Path) -> None:
     up = bottle("up", "-i", str(fleet / "fleet.yml"))
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
     assert records("bbfleet-1") == {"bottle-one": ["=one.example"]}
-    assert records("bbfleet-2") == {"bottle-one": ["=one.example"],
-                                    "bottle-two": ["*.cdn.example", "=two.example"]}
+    assert records("bbfleet-2") == {
+        "bottle-one": ["=one.example"],
+        "bottle-two": ["*.cdn.example", "=two.example"],
+    }
 
     # a second run changes nothing anywhere
     again = bottle("up", "-i", str(fleet / "fleet.yml"))
@@ -153,13 +223,20 @@ def test_rollout_status_rerun_limit_and_a_failing_host(fleet: Path) -> None:
     rows = json.loads(status.stdout)["hosts"]
     assert sorted(rows) == HOSTS
     assert [(r["bottle"], r["backend"], r["state"]) for r in rows["bbfleet-2"]] == [
-        ("one", "smolmachines", "created"), ("two", "smolmachines", "created")]
+        ("one", "smolmachines", "created"),
+        ("two", "smolmachines", "created"),
+    ]
 
     # a host that cannot boot a started bottle fails with its reason and stops the rollout
     for host in HOSTS:
-        _docker("exec", host, "sh", "-c",
-                "/opt/bot-bottle/smolmachines/lib/python3*/site-packages/smol/smol-vmm "
-                "machine delete --name bottle-one -f; true")
+        _docker(
+            "exec",
+            host,
+            "sh",
+            "-c",
+            "/opt/bot-bottle/smolmachines/lib/python3*/site-packages/smol/smol-vmm "
+            "machine delete --name bottle-one -f; true",
+        )
     broken = bottle("up", "-i", str(fleet / "broken.yml"))
     assert broken.returncode == 1
     assert f"FAILED  {BROKEN}:" in broken.stderr
