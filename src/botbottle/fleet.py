@@ -138,16 +138,16 @@ class Progress:
             return f"== {data.get('play', '')}"
         if kind == "playbook_on_task_start":
             self._task = str(data.get("task", ""))
-            return None
-        if kind == "playbook_on_stats":
+        elif kind == "playbook_on_stats":
             self.stats = {
                 key: data.get(key) or {} for key in ("ok", "changed", "failures", "dark", "skipped")
             }
             self.set_stats = dict(data.get("artifact_data") or {})
-            return None
-        state = _RESULT_EVENTS.get(kind)
-        if state is None:
-            return None
+        elif kind in _RESULT_EVENTS:
+            return self._result_line(_RESULT_EVENTS[kind], data)
+        return None
+
+    def _result_line(self, state: str, data: Mapping[str, Any]) -> str | None:
         host = str(data.get("host", "?"))
         result = data.get("res") or {}
         if state == "ok" and result.get("changed"):
@@ -156,6 +156,9 @@ class Progress:
         if state in ("FAILED", "UNREACHABLE") and not data.get("ignore_errors"):
             message = str(result.get("msg") or result.get("stderr") or "failed")
             self.failures[host] = f"{self._task}: {message}"
+        notice = str(result.get("msg", ""))
+        if state == "ok" and notice.startswith("NOTICE"):
+            return self.redact(notice)  # plays say NOTICE for what a user must read
         if state in ("ok", "skipped") and not self.tty:
             return None  # plain output lists what changed or failed, not every no-op
         label = f"{host:<20} {state:<11} {self._task}"
@@ -233,7 +236,46 @@ def run_playbook(
         suppress_env_files=True,
         ident=ident,
     )
-    return int(runner.rc or 0), root / "artifacts" / ident
+    artifacts = root / "artifacts" / ident
+    scrub_artifacts(artifacts, progress.secrets)
+    return int(runner.rc or 0), artifacts
+
+
+def scrub_artifacts(artifacts: Path, secrets: Sequence[str]) -> None:
+    """Keep secrets out of a run's artifacts.
+
+    ansible-runner records the whole environment of the run in ``command``; only
+    the ANSIBLE_*/RUNNER_* entries are kept there. Every other file (job events,
+    stdout) gets the known secret values replaced.
+    """
+    command = artifacts / "command"
+    if command.is_file():
+        try:
+            data = json.loads(command.read_text())
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("env"), dict):
+            data["env"] = {
+                k: v
+                for k, v in data["env"].items()
+                if k.startswith(("ANSIBLE_", "RUNNER_", "AWX_"))
+            }
+            command.write_text(json.dumps(data))
+    values = [s for s in secrets if s and len(s) >= 4]
+    if not values or not artifacts.is_dir():
+        return
+    for path in artifacts.rglob("*"):
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        scrubbed = text
+        for value in values:
+            scrubbed = scrubbed.replace(value, _REDACTED)
+        if scrubbed != text:
+            path.write_text(scrubbed)
 
 
 def load_inventory(inventory: str) -> dict[str, Any]:

@@ -45,6 +45,7 @@ def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     assert _docker("network", "create", "--internal", "--subnet", SUBNET, NETWORK).returncode == 0
     port, servers = serve(GATEWAY, 0, base / "upstream.log")
     (base / "clitest.yml").write_text(
+        "env:\n  TOKEN: ${BB_CLI_TOKEN}\n"
         "runtime:\n  command: [sleep, infinity]\n"
         "egress:\n  routes:\n    - host: cli.bbtest.example\n"
     )
@@ -69,8 +70,12 @@ def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         _docker("network", "rm", NETWORK)
 
 
+SECRET = "bb-cli-secret-value-8c1f"
+
+
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "BOTTLE_DEBUG"}
+    env["BB_CLI_TOKEN"] = SECRET
     return subprocess.run(
         [BOTTLE, *args],
         capture_output=True,
@@ -98,6 +103,15 @@ def test_up_status_down(inventory: Path) -> None:
     assert up.returncode == 0, up.stdout + up.stderr
     assert "changed" in up.stdout
     assert "artifacts: " in up.stdout
+    # the secret reached the agent, and nowhere else: not the output, not the artifacts
+    agent_env = _docker("exec", "bottle-clitest", "printenv", "TOKEN").stdout.strip()
+    assert agent_env == SECRET
+    assert SECRET not in up.stdout + up.stderr
+    artifacts = Path(up.stdout.split("artifacts: ", 1)[1].splitlines()[0])
+    assert artifacts.is_dir()
+    for path in artifacts.rglob("*"):
+        if path.is_file():
+            assert SECRET not in path.read_text(errors="replace"), path
     # positive control first, then the refusal
     assert dig("+short", "cli.bbtest.example").strip() == "192.0.2.1"
     assert "status: NXDOMAIN" in dig("x.cli.bbtest.example")

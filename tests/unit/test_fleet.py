@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,27 @@ def test_plan_takes_paths_or_an_inventory(tmp_path: Path) -> None:
         cli.main(["plan", "-i", str(tmp_path / "none.yml")], io.StringIO(), err) == cli.EXIT_INVALID
     )
     assert "not found" in err.getvalue()
+
+
+def test_artifacts_are_scrubbed(tmp_path: Path) -> None:
+    (tmp_path / "command").write_text(
+        json.dumps(
+            {
+                "command": ["ansible-playbook"],
+                "env": {"ANSIBLE_CONFIG": "/x", "FORGE": "tok-abcdef", "HOME": "/root"},
+            }
+        )
+    )
+    events = tmp_path / "job_events"
+    events.mkdir()
+    (events / "1.json").write_text('{"stdout": "value tok-abcdef here"}')
+    fleet.scrub_artifacts(tmp_path, ["tok-abcdef"])
+    assert json.loads((tmp_path / "command").read_text())["env"] == {"ANSIBLE_CONFIG": "/x"}
+    assert "tok-abcdef" not in (events / "1.json").read_text()
+
+
+def test_notices_are_always_shown() -> None:
+    out = io.StringIO()
+    progress = fleet.Progress(out=out)
+    progress(ev("runner_on_ok", host="h", res={"msg": "NOTICE h: auto is using docker because"}))
+    assert out.getvalue() == "NOTICE h: auto is using docker because\n"
