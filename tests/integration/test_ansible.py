@@ -38,7 +38,7 @@ def test_validation_play_compiles_each_hosts_bottles() -> None:
     proc = playbook("playbooks/validate.yml", "-i", "examples/inventory/local.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "web-dev: policy sha256:" in proc.stdout
-    assert "python-dev: policy sha256:" in proc.stdout
+    assert "base: policy sha256:" in proc.stdout
     assert "*.githubusercontent.com" in proc.stdout
 
 
