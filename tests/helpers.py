@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,3 +34,18 @@ def ansible(tool: str, *args: str, **extra_env: str) -> subprocess.CompletedProc
         check=False,
         timeout=300,
     )
+
+
+def docker(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the docker CLI; never raises on a non-zero exit."""
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+
+
+def require_docker() -> None:
+    """Skip the calling test module when no Docker engine answers; in CI, fail instead
+    (.ci/run starts dockerd through scripts/dockerd, so a missing engine is a CI bug)."""
+    if shutil.which("docker") is not None and docker("info").returncode == 0:
+        return
+    if os.environ.get("CI"):
+        raise RuntimeError("Docker does not answer; .ci/run must start dockerd (scripts/dockerd)")
+    pytest.skip("Docker does not answer here (run scripts/dockerd)", allow_module_level=True)

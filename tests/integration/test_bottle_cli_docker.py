@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from typing import Any
 import pytest
 
 from tests.fake_upstream import serve
+from tests.helpers import docker as _docker
+from tests.helpers import require_docker
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +30,7 @@ SUBNET = "172.29.251.0/24"
 GATEWAY = "172.29.251.1"
 
 
-def _docker(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
-
-
-if shutil.which("docker") is None or _docker("info").returncode != 0:
-    if os.environ.get("CI"):
-        raise RuntimeError("Docker does not answer; .ci/run must start dockerd (scripts/dockerd)")
-    pytest.skip("Docker does not answer here (run scripts/dockerd)", allow_module_level=True)
+require_docker()
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import glob
 import json
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, ansible
+from tests.helpers import ROOT, ansible, require_docker
+from tests.helpers import docker as _docker
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +33,7 @@ HOSTS = ["bbfleet-1", "bbfleet-2", "bbfleet-3"]
 BROKEN = "bbfleet-4"
 
 
-def _docker(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
-
-
-if shutil.which("docker") is None or _docker("info").returncode != 0:
-    if os.environ.get("CI"):
-        raise RuntimeError("Docker does not answer; .ci/run must start dockerd (scripts/dockerd)")
-    pytest.skip("Docker does not answer here (run scripts/dockerd)", allow_module_level=True)
+require_docker()
 
 
 def _wheel(tmp: Path) -> Path:
