@@ -263,7 +263,8 @@ def test_firewall_rules_shape() -> None:
     v6 = rules["ipv6"].splitlines()
     assert v4[0] == "# bot-bottle egress policy " + policy.digest
     assert "*filter" in v4 and v4[-1] == "COMMIT"
-    stamp = f'-A OUTPUT -m comment --comment "bot-bottle-policy {policy.digest}"'
+    stamp = f'-A OUTPUT -m comment --comment "{firewall_stamp(policy)}"'
+    assert rules["stamp"] == firewall_stamp(policy)
     assert stamp in v4 and stamp in v6  # a no-op rule (no target) read back by iptables-save
     assert v4.index(stamp) < v4.index("-A OUTPUT -p udp -m udp --dport 53 -j BOTTLE_DNS")
     # the embedded resolver is rejected by address (its :53 is DNATed to a random port)
@@ -282,6 +283,19 @@ def test_firewall_rules_shape() -> None:
     assert "-A OUTPUT -p udp -m udp --dport 53 -j REJECT --reject-with icmp6-port-unreachable" in v6
     assert "-A OUTPUT -d 2001:db8::/32 -j ACCEPT" in v6
     assert "2001:db8::/32" not in rules["ipv4"]
+    # default deny: the last OUTPUT rules reject everything not accepted above (the host
+    # answers on all its addresses, so an internal network alone does not stop an agent)
+    outputs = [line for line in v4 if line.startswith("-A OUTPUT")]
+    assert outputs[-2:] == [
+        "-A OUTPUT -p tcp -j REJECT --reject-with tcp-reset",
+        "-A OUTPUT -j REJECT --reject-with icmp-port-unreachable",
+    ]
+    assert (
+        outputs.index("-A OUTPUT -d 10.89.0.2/32 -p udp -m udp --dport 53 -j ACCEPT")
+        < len(outputs) - 2
+    )
+    outputs6 = [line for line in v6 if line.startswith("-A OUTPUT")]
+    assert outputs6[-1] == "-A OUTPUT -j REJECT --reject-with icmp6-port-unreachable"
 
 
 @pytest.mark.parametrize(
@@ -294,7 +308,7 @@ def test_firewall_rejects_bad_addresses(resolver: str, gateway: str | None) -> N
 
 def test_firewall_stamp_names_the_hash() -> None:
     policy = build_policy(["a.example"])
-    assert firewall_stamp(policy) == "bot-bottle-policy " + policy.digest
+    assert firewall_stamp(policy) == f"bot-bottle-policy {policy.digest} rules-2"
     assert len(firewall_stamp(policy)) < 256  # iptables comment limit
 
 

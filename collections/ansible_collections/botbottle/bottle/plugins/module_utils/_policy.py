@@ -344,6 +344,11 @@ def render_dnsmasq(policy: EgressPolicy, upstreams: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- firewall
 
 
+# Bumped whenever render_firewall's output changes for the same policy, so that bottles
+# running older rules get the new ones on the next run (their stamp no longer matches).
+_RULES_VERSION = 2
+
+
 def firewall_stamp(policy: EgressPolicy) -> str:
     """The comment of the no-op rule that stamps a loaded rule set with its policy hash.
 
@@ -351,7 +356,7 @@ def firewall_stamp(policy: EgressPolicy) -> str:
     looking for it in both families (each restore is one transaction: the stamp
     is there only if every rule of that family is).
     """
-    return f"bot-bottle-policy {policy.digest}"
+    return f"bot-bottle-policy {policy.digest} rules-{_RULES_VERSION}"
 
 
 def render_firewall(
@@ -367,8 +372,12 @@ def render_firewall(
     may reach only ``resolver_ipv4``; Docker's embedded resolver is rejected on
     every port (its port 53 is DNATed to a random high port before the filter
     table sees it, so only an address match works); DNS over TLS/QUIC (853) is
-    rejected; the network gateway (the Docker host) is unreachable; IPv6 DNS is
-    rejected outright. CIDR routes are accepted before the gateway rule.
+    rejected; the network gateway (the Docker host) is unreachable. CIDR routes are
+    accepted. Everything else is rejected (default deny): the bottle network is
+    internal, but the host answers on every one of its addresses, so without the
+    final rule an agent could reach host services on the host's other networks
+    (found by ``bottle verify``'s literal-address checks). IPv6 likewise: loopback
+    and IPv6 CIDR routes only.
     """
     resolver = str(ipaddress.IPv4Address(resolver_ipv4))
     embedded = str(ipaddress.IPv4Address(embedded_dns))
@@ -389,6 +398,10 @@ def render_firewall(
         "-A OUTPUT -p tcp -m tcp --dport 853 -j REJECT --reject-with tcp-reset",
         "-A OUTPUT -p udp -m udp --dport 853 -j REJECT --reject-with icmp-port-unreachable",
     ]
+    v4 += [
+        f"-A OUTPUT -d {resolver}/32 -p udp -m udp --dport 53 -j ACCEPT",
+        f"-A OUTPUT -d {resolver}/32 -p tcp -m tcp --dport 53 -j ACCEPT",
+    ]
     v4 += [f"-A OUTPUT -d {c} -j ACCEPT" for c in policy.cidrs if ":" not in c]
     if gateway_ipv4 is not None:
         gateway = str(ipaddress.IPv4Address(gateway_ipv4))
@@ -397,6 +410,8 @@ def render_firewall(
             f"-A OUTPUT -d {gateway}/32 -j REJECT --reject-with icmp-port-unreachable",
         ]
     v4 += [
+        "-A OUTPUT -p tcp -j REJECT --reject-with tcp-reset",
+        "-A OUTPUT -j REJECT --reject-with icmp-port-unreachable",
         f"-A BOTTLE_DNS -d {resolver}/32 -j RETURN",
         "-A BOTTLE_DNS -p tcp -j REJECT --reject-with tcp-reset",
         "-A BOTTLE_DNS -j REJECT --reject-with icmp-port-unreachable",
@@ -416,5 +431,13 @@ def render_firewall(
         "-A OUTPUT -p udp -m udp --dport 853 -j REJECT --reject-with icmp6-port-unreachable",
     ]
     v6 += [f"-A OUTPUT -d {c} -j ACCEPT" for c in policy.cidrs if ":" in c]
-    v6 += ["COMMIT"]
-    return {"ipv4": "\n".join(v4) + "\n", "ipv6": "\n".join(v6) + "\n"}
+    v6 += [
+        "-A OUTPUT -p tcp -j REJECT --reject-with tcp-reset",
+        "-A OUTPUT -j REJECT --reject-with icmp6-port-unreachable",
+        "COMMIT",
+    ]
+    return {
+        "ipv4": "\n".join(v4) + "\n",
+        "ipv6": "\n".join(v6) + "\n",
+        "stamp": firewall_stamp(policy),
+    }
