@@ -16,6 +16,7 @@ environment: machines are always local.
 
 from __future__ import annotations
 
+import builtins
 import glob
 import json
 import os
@@ -207,6 +208,23 @@ class SmolvmClient:
         data = row[0].decode("utf-8") if isinstance(row[0], bytes) else row[0]
         parsed = json.loads(data)
         return parsed if isinstance(parsed, dict) else None
+
+    def egress_events(self, name: str, limit: int = 200) -> builtins.list[dict[str, Any]]:
+        """The machine's egress denials, newest ``limit`` (``machine egress-events --json``)."""
+        out = self._run("egress-events", ["--name", name, "--json", "--limit", str(limit)])
+        data = json.loads(out or "[]")
+        if isinstance(data, dict):
+            data = data.get("events", [])
+        return [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []
+
+    def exec(self, name: str, argv: Sequence[str], user: str | None = None) -> str:
+        """Run ``argv`` in the running machine; its stdout (a non-zero exit raises)."""
+        extra = ["--user", user] if user else []
+        return self._run("exec", ["--name", name, *extra, "--", *argv])
+
+    def copy_in(self, name: str, source: str, dest: str, mode: str = "755") -> None:
+        """Copy the host file ``source`` to ``dest`` in the machine."""
+        self._run("cp", ["--mode", mode, source, f"{name}:{dest}"])
 
     # ------------------------------------------------------------------ writes
 

@@ -1,0 +1,348 @@
+"""The sandbox-escape suite of ``bottle verify``: which probes to run, and what they prove.
+
+Pure functions only. :func:`plan_checks` turns a bottle's egress policy and the
+addresses around it into checks; each check is one probe run inside the bottle
+(by the ``bottle-probe`` program, see ``roles/bottle_verify/files/bottle-probe.c``)
+plus the positive control that makes its result mean something: the same probe
+from a vantage point outside the seal (the host, or a neighbour container on the
+bottle's network) that must reach the target, or an earlier check in the bottle.
+:func:`evaluate` turns observed outcomes into verdicts:
+
+- ``pass``: the expected refusal was observed and its control succeeded;
+- ``leak``: the bottle got an answer or a connection it must not get (a leak
+  needs no control: it is proof on its own);
+- ``inconclusive``: the control failed, or the outcome proves nothing either
+  way. Never counted as a pass.
+
+Which names are allowed is decided by the policy compiler (:func:`allows_name`);
+this module only picks names and reads outcomes.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
+    EgressPolicy,
+    allows_name,
+)
+
+BOTTLE = "bottle"
+HOST = "host"
+NEIGHBOUR = "neighbour"
+
+PASS = "pass"
+LEAK = "leak"
+INCONCLUSIVE = "inconclusive"
+SEALED = "sealed"
+
+_BLOCKED = frozenset({"timeout", "refused", "unreachable", "filtered"})
+_REFUSALS = frozenset({"NXDOMAIN", "REFUSED"})
+#: Probe names start with this label, so the audit can tell them from the agent's queries.
+PROBE_LABEL = "bottle-verify-"
+_UNLISTED_PARENTS = ("unlisted.bot-bottle.invalid", "bot-bottle-probe.example", "bbprobe.test")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A DNS server the bottle must not reach: ``address``:``port``, with the vantage
+    point from which the same server must be reachable (the control)."""
+
+    label: str
+    address: str
+    port: int = 53
+    control: str = HOST
+    query_name: str = ""
+    dot: bool = False
+
+
+@dataclass(frozen=True)
+class Check:
+    """One probe and its control. ``expect``: ``resolves``, ``nxdomain`` or ``blocked``."""
+
+    name: str
+    expect: str
+    spec: str
+    description: str
+    control_where: str = ""
+    control_spec: str = ""
+    control_check: str = ""
+    ipv6: bool = False
+
+
+@dataclass(frozen=True)
+class Result:
+    """A check's verdict with what was observed, as returned by the module."""
+
+    name: str
+    description: str
+    expected: str
+    observed: str
+    verdict: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "expected": self.expected,
+            "observed": self.observed,
+            "verdict": self.verdict,
+            "evidence": self.evidence,
+        }
+
+
+def random_label(entropy: bytes) -> str:
+    """A probe label that looks like data being smuggled out: base32 of ``entropy``."""
+    return PROBE_LABEL + base64.b32encode(entropy).decode("ascii").rstrip("=").lower()
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """``ADDRESS`` or ``ADDRESS#PORT`` (dnsmasq's notation) → (address, port)."""
+    address, _, port = text.partition("#")
+    ip = ipaddress.ip_address(address.strip("[]"))
+    number = int(port) if port else 53
+    if not 0 < number < 65536:
+        raise ValueError(f"port {number} of {text!r} is not 1..65535")
+    return str(ip), number
+
+
+def unlisted_name(policy: EgressPolicy, label: str) -> str:
+    """A name below ``label`` that the policy does not allow (asked of the compiler)."""
+    for parent in _UNLISTED_PARENTS:
+        name = f"{label}.{parent}"
+        if not allows_name(policy, name):
+            return name
+    raise ValueError("the policy allows every probe name; cannot probe for unlisted names")
+
+
+def _dns(server: str, port: int, proto: str, qtype: str, name: str) -> str:
+    return f"dns {server} {port} {proto} {qtype} {name}"
+
+
+def _resolver_checks(policy: EgressPolicy, label: str) -> list[Check]:
+    """Checks against the bottle's own resolver (the first nameserver of its resolv.conf)."""
+    unlisted = unlisted_name(policy, label)
+    checks: list[Check] = []
+    if policy.exact_hosts:
+        exact = policy.exact_hosts[0]
+        control = "allowed-name"
+        checks.append(
+            Check(
+                control,
+                "resolves",
+                _dns("system", 53, "udp", "A", exact),
+                f"the allowlisted name {exact} resolves (positive control)",
+            )
+        )
+    else:
+        control = "resolver-answers"
+        checks.append(
+            Check(
+                control,
+                "nxdomain",
+                _dns("system", 53, "udp", "A", unlisted),
+                "the bottle's resolver answers (positive control; no exact route to ask for)",
+            )
+        )
+    for proto in ("udp", "tcp"):
+        if policy.exact_hosts:
+            below = f"{label}.{policy.exact_hosts[0]}"
+            checks.append(
+                Check(
+                    f"subdomain-nxdomain-{proto}",
+                    "nxdomain",
+                    _dns("system", 53, proto, "TXT", below),
+                    f"a data-carrying name below an exact route is NXDOMAIN ({proto})",
+                    control_check=control,
+                )
+            )
+        checks.append(
+            Check(
+                f"unlisted-nxdomain-{proto}",
+                "nxdomain",
+                _dns("system", 53, proto, "A", unlisted),
+                f"an unlisted name is NXDOMAIN ({proto})",
+                control_check=control,
+            )
+        )
+    return checks
+
+
+def _target_checks(target: Target, name: str) -> list[Check]:
+    """Direct DNS to ``target`` over UDP and TCP (and DoT when it serves 853)."""
+    ipv6 = ":" in target.address
+    qname = target.query_name or name
+    checks = []
+    for proto in ("udp", "tcp"):
+        spec = _dns(target.address, target.port, proto, "A", qname)
+        checks.append(
+            Check(
+                f"{target.label}-{proto}",
+                "blocked",
+                spec,
+                f"no DNS answer from {target.address} port {target.port} ({proto})",
+                control_where=target.control,
+                control_spec=spec,
+                ipv6=ipv6,
+            )
+        )
+    if target.dot:
+        spec = f"tcp {target.address} 853"
+        checks.append(
+            Check(
+                f"{target.label}-dot",
+                "blocked",
+                spec,
+                f"no DNS-over-TLS connection to {target.address} port 853",
+                control_where=target.control,
+                control_spec=spec,
+                ipv6=ipv6,
+            )
+        )
+    return checks
+
+
+def _literal_checks(address: str, port: int, name: str) -> list[Check]:
+    """DNS and a plain TCP connection to a literal address no route allows."""
+    label = f"literal-{address}"
+    checks = _target_checks(Target(label, address, port), name)
+    spec = f"tcp {address} {port}"
+    checks.append(
+        Check(
+            f"{label}-connect",
+            "blocked",
+            spec,
+            f"no TCP connection to the IP literal {address} port {port}",
+            control_where=HOST,
+            control_spec=spec,
+            ipv6=":" in address,
+        )
+    )
+    return checks
+
+
+def _cidr_allows(policy: EgressPolicy, address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return any(ip in ipaddress.ip_network(cidr) for cidr in policy.cidrs)
+
+
+def plan_checks(
+    policy: EgressPolicy,
+    *,
+    entropy: bytes,
+    targets: Sequence[Target] = (),
+    literals: Sequence[str] = (),
+) -> list[Check]:
+    """Every check for one bottle, controls before the checks that depend on them.
+
+    ``targets`` are resolvers near the bottle (Docker's embedded DNS, the network
+    gateway); ``literals`` are ``ADDRESS[#PORT]`` resolvers on the internet (the
+    host must reach them: that is their control). Literals inside an allowed CIDR
+    are skipped: reaching them is the policy, not a leak.
+    """
+    label = random_label(entropy)
+    name = unlisted_name(policy, label)
+    checks = _resolver_checks(policy, label)
+    for target in targets:
+        checks += _target_checks(target, name)
+    for text in literals:
+        address, port = parse_server(text)
+        if not _cidr_allows(policy, address):
+            checks += _literal_checks(address, port, name)
+    return checks
+
+
+def probe_names(checks: Sequence[Check]) -> list[str]:
+    """The DNS names the checks ask for (so the audit can mark them as the verifier's)."""
+    names = {c.spec.split()[5] for c in checks if c.spec.startswith("dns ")}
+    return sorted(n for n in names if n.startswith(PROBE_LABEL) or PROBE_LABEL in n)
+
+
+def _observed(outcome: Mapping[str, Any]) -> str:
+    state = str(outcome.get("outcome", "missing"))
+    if state == "answer":
+        return f"answer {outcome.get('rcode')} ({outcome.get('ancount', 0)} records)"
+    return state
+
+
+def _reached(outcome: Mapping[str, Any]) -> bool:
+    return outcome.get("outcome") in ("answer", "connected")
+
+
+def _judge_nxdomain(outcome: Mapping[str, Any], control_ok: bool) -> str:
+    if outcome.get("outcome") != "answer":
+        return INCONCLUSIVE  # no answer at all proves nothing about the name
+    if outcome.get("rcode") in _REFUSALS and not outcome.get("ancount"):
+        return PASS if control_ok else INCONCLUSIVE
+    return LEAK  # resolved, NODATA or SERVFAIL: the name went past the allowlist
+
+
+def _judge(check: Check, outcome: Mapping[str, Any], control_ok: bool) -> str:
+    state = outcome.get("outcome")
+    if check.expect == "resolves":
+        return PASS if state == "answer" and outcome.get("rcode") == "NOERROR" else INCONCLUSIVE
+    if check.expect == "nxdomain":
+        return _judge_nxdomain(outcome, control_ok)
+    if _reached(outcome):
+        return LEAK
+    if check.ipv6 and state == "unreachable":
+        return PASS  # no IPv6 route in the bottle: nothing to leak over
+    return PASS if state in _BLOCKED and control_ok else INCONCLUSIVE
+
+
+def evaluate(
+    checks: Sequence[Check],
+    outcomes: Mapping[str, Mapping[str, Any]],
+    controls: Mapping[str, Mapping[str, Any]],
+) -> list[Result]:
+    """Verdicts for ``checks`` from the bottle's ``outcomes`` and the controls' outcomes
+    (both keyed by check name); a missing outcome is inconclusive."""
+    verdicts: dict[str, str] = {}
+    results = []
+    for check in checks:
+        outcome = outcomes.get(check.name, {"outcome": "missing"})
+        evidence: dict[str, Any] = {"probe": check.spec, "outcome": dict(outcome)}
+        if check.control_check:
+            control_ok = verdicts.get(check.control_check) == PASS
+            evidence["control"] = (
+                f"check {check.control_check}: {verdicts.get(check.control_check)}"
+            )
+        elif check.control_where:
+            control = controls.get(check.name, {"outcome": "missing"})
+            control_ok = _reached(control)
+            evidence["control"] = f"from the {check.control_where}: {_observed(control)}"
+        else:
+            control_ok = True
+        verdict = _judge(check, outcome, control_ok)
+        if verdict == PASS and check.ipv6 and outcome.get("outcome") == "unreachable":
+            evidence["note"] = "no IPv6 route inside the bottle"
+        verdicts[check.name] = verdict
+        results.append(
+            Result(
+                check.name, check.description, check.expect, _observed(outcome), verdict, evidence
+            )
+        )
+    return results
+
+
+def verdict(results: Sequence[Result]) -> str:
+    """``leak`` if anything leaked, else ``inconclusive`` if anything was, else ``sealed``."""
+    kinds = {r.verdict for r in results}
+    if LEAK in kinds:
+        return LEAK
+    if INCONCLUSIVE in kinds or not results:
+        return INCONCLUSIVE
+    return SEALED
+
+
+def summary(results: Sequence[Result]) -> dict[str, int]:
+    """How many checks passed, leaked, were inconclusive."""
+    counts = {PASS: 0, LEAK: 0, INCONCLUSIVE: 0}
+    for result in results:
+        counts[result.verdict] += 1
+    return counts

@@ -1,0 +1,170 @@
+"""The real bottle-probe program and the gateway responder, on loopback only.
+
+The probe is compiled from the role's source exactly as the bottle_verify role
+compiles it (gcc -static), then asked about a fake upstream on 127.0.0.1, a closed
+port, and the responder bound to a loopback address. Nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ansible_collections.botbottle.bottle.plugins.module_utils._probe_exec import (
+    ProbeError,
+    on_host,
+)
+from ansible_collections.botbottle.bottle.plugins.module_utils._responder import Responder
+from tests.fake_upstream import serve
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = ROOT / "roles" / "bottle_verify" / "files" / "bottle-probe.c"
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is not installed; scripts/setup installs gcc and libc6-dev")
+    binary = tmp_path_factory.mktemp("probe") / "bottle-probe"
+    subprocess.run(
+        ["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(binary), str(SOURCE)],
+        check=True,
+    )
+    return binary
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    log = tmp_path_factory.mktemp("upstream") / "upstream.log"
+    port, servers = serve("127.0.0.1", 0, log)
+    yield port, log
+    for server in servers:
+        server.shutdown()
+        server.server_close()  # type: ignore[attr-defined]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _run(probe: Path, *specs: str) -> list[dict[str, Any]]:
+    def command(argv: Any) -> tuple[int, str, str]:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    return on_host(command, str(probe), specs, 800)
+
+
+def test_the_probe_is_static(probe: Path) -> None:
+    out = subprocess.run(["ldd", str(probe)], capture_output=True, text=True, check=False)
+    assert "not a dynamic executable" in out.stdout + out.stderr
+
+
+def test_dns_answers_over_udp_and_tcp(probe: Path, upstream: tuple[int, Path]) -> None:
+    port, log = upstream
+    udp, tcp = _run(
+        probe,
+        f"dns 127.0.0.1 {port} udp TXT bottle-verify-probe.example",
+        f"dns 127.0.0.1 {port} tcp AAAA bottle-verify-probe.example",
+    )
+    assert udp == {
+        "op": "dns",
+        "server": "127.0.0.1",
+        "port": port,
+        "proto": "udp",
+        "qtype": "TXT",
+        "name": "bottle-verify-probe.example",
+        "outcome": "answer",
+        "rcode": "NOERROR",
+        "ancount": 1,
+    }
+    assert tcp["outcome"] == "answer" and tcp["proto"] == "tcp"
+    # the queries the probe built are the ones the server saw
+    assert "udp TXT bottle-verify-probe.example" in log.read_text()
+    assert "tcp AAAA bottle-verify-probe.example" in log.read_text()
+
+
+def test_closed_ports_and_connections(probe: Path, upstream: tuple[int, Path]) -> None:
+    port, _log = upstream
+    closed = _closed_port()
+    udp, tcp, connect_closed, connect_open = _run(
+        probe,
+        f"dns 127.0.0.1 {closed} udp A x.example",
+        f"dns 127.0.0.1 {closed} tcp A x.example",
+        f"tcp 127.0.0.1 {closed}",
+        f"tcp 127.0.0.1 {port}",
+    )
+    assert udp["outcome"] == "refused" and tcp["outcome"] == "refused"
+    assert connect_closed["outcome"] == "refused" and connect_open["outcome"] == "connected"
+
+
+def test_no_ipv6_route_is_reported_as_unreachable_or_refused(probe: Path) -> None:
+    [row] = _run(probe, "dns ::1 9 udp A x.example")
+    assert row["outcome"] in ("refused", "unreachable")  # ::1 absent → unreachable
+
+
+def test_invalid_specs_are_refused_whole(probe: Path) -> None:
+    proc = subprocess.run(
+        [str(probe), "dns nowhere 53 udp A x", "dns 127.0.0.1 53 smtp A x", "bogus"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert [json.loads(line)["op"] for line in proc.stdout.splitlines()] == ["invalid"] * 3
+    with pytest.raises(ProbeError):
+        _run(probe, "bogus")
+
+
+def test_resolv_reads_the_nameservers(probe: Path) -> None:
+    [row] = _run(probe, "resolv")
+    assert row["op"] == "resolv" and isinstance(row["nameservers"], list)
+
+
+def test_unlink_removes_the_probe_itself(probe: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copy2(probe, copy)
+    [row] = _run(copy, "unlink")
+    assert row == {"op": "unlink", "removed": True} and not copy.exists()
+
+
+def test_the_responder_answers_dns_and_accepts_dot_while_it_runs(probe: Path) -> None:
+    address = "127.0.0.73"
+    with Responder(address) as responder:
+        udp, tcp, dot = _run(
+            probe,
+            f"dns {address} 53 udp A anything.example",
+            f"dns {address} 53 tcp TXT anything.example",
+            f"tcp {address} 853",
+        )
+    assert responder.notes == [
+        "udp/53: answered by bottle verify",
+        "tcp/53: answered by bottle verify",
+        "tcp/853: answered by bottle verify",
+    ]
+    assert udp["outcome"] == "answer" and udp["rcode"] == "NOERROR" and udp["ancount"] == 0
+    assert tcp["outcome"] == "answer" and dot["outcome"] == "connected"
+    [after] = _run(probe, f"dns {address} 53 udp A anything.example")
+    assert after["outcome"] == "refused"  # stopped with the block
+
+
+def test_the_responder_leaves_a_taken_port_to_its_owner(probe: Path) -> None:
+    address = "127.0.0.74"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind((address, 853))
+        holder.listen(1)
+        with Responder(address) as responder:
+            [dot] = _run(probe, f"tcp {address} 853")
+    assert "tcp/853: already served on the host" in responder.notes
+    assert dot["outcome"] == "connected"  # the owner's socket answered

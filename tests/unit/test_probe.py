@@ -1,0 +1,160 @@
+"""The escape suite's planning and verdicts (module_utils/_probe.py), without a bottle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ansible_collections.botbottle.bottle.plugins.module_utils._probe import (
+    HOST,
+    NEIGHBOUR,
+    PROBE_LABEL,
+    Target,
+    evaluate,
+    parse_server,
+    plan_checks,
+    probe_names,
+    random_label,
+    unlisted_name,
+    verdict,
+)
+from botbottle.policy import allows_name, build_policy
+
+ENTROPY = bytes(range(10))
+POLICY = build_policy(["api.example.com"], ["cdn.example"], ["203.0.113.0/24"])
+
+
+def _answer(rcode: str, ancount: int = 0) -> dict[str, Any]:
+    return {"outcome": "answer", "rcode": rcode, "ancount": ancount}
+
+
+def _plan(**kwargs: Any) -> dict[str, Any]:
+    return {c.name: c for c in plan_checks(POLICY, entropy=ENTROPY, **kwargs)}
+
+
+def test_probe_label_looks_like_smuggled_data() -> None:
+    label = random_label(ENTROPY)
+    assert label.startswith(PROBE_LABEL)
+    assert label[len(PROBE_LABEL) :].isalnum() and len(label) <= 63
+
+
+def test_resolver_checks_use_the_first_exact_route_and_names_the_compiler_refuses() -> None:
+    checks = _plan()
+    assert checks["allowed-name"].spec == "dns system 53 udp A api.example.com"
+    below = checks["subdomain-nxdomain-tcp"].spec.split()[-1]
+    assert below.endswith(".api.example.com") and not allows_name(POLICY, below)
+    unlisted = checks["unlisted-nxdomain-udp"].spec.split()[-1]
+    assert not allows_name(POLICY, unlisted)
+    assert checks["subdomain-nxdomain-udp"].control_check == "allowed-name"
+
+
+def test_without_exact_routes_the_resolver_itself_is_the_control() -> None:
+    checks = {c.name: c for c in plan_checks(build_policy([], ["cdn.example"]), entropy=ENTROPY)}
+    assert "allowed-name" not in checks and "subdomain-nxdomain-udp" not in checks
+    assert checks["unlisted-nxdomain-tcp"].control_check == "resolver-answers"
+
+
+def test_unlisted_name_avoids_a_wildcard_that_covers_the_first_parent() -> None:
+    policy = build_policy([], ["invalid"])
+    name = unlisted_name(policy, "x")
+    assert not allows_name(policy, name) and not name.endswith(".invalid")
+
+
+def test_targets_and_literals_carry_their_controls() -> None:
+    targets = [
+        Target("docker-embedded-dns", "127.0.0.11", control=NEIGHBOUR, query_name="r"),
+        Target("gateway", "10.0.0.1", control=NEIGHBOUR, dot=True),
+    ]
+    checks = _plan(targets=targets, literals=["192.0.2.53#5353", "2001:db8::53", "203.0.113.9"])
+    assert checks["docker-embedded-dns-udp"].spec == "dns 127.0.0.11 53 udp A r"
+    assert checks["docker-embedded-dns-tcp"].control_where == NEIGHBOUR
+    assert checks["gateway-dot"].spec == "tcp 10.0.0.1 853"
+    assert checks["literal-192.0.2.53-tcp"].spec.startswith("dns 192.0.2.53 5353 tcp A ")
+    assert checks["literal-192.0.2.53-connect"].control_where == HOST
+    assert checks["literal-2001:db8::53-udp"].ipv6
+    # inside an allowed CIDR: reaching it is the policy, not a leak
+    assert not any(name.startswith("literal-203.0.113.9") for name in checks)
+
+
+@pytest.mark.parametrize("text", ["resolver", "1.2.3.4#0", "1.2.3.4#70000"])
+def test_bad_literal_resolvers_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_server(text)
+
+
+def test_probe_names_are_the_verifiers_own() -> None:
+    names = probe_names(plan_checks(POLICY, entropy=ENTROPY))
+    assert names and all(PROBE_LABEL in n for n in names)
+    assert "api.example.com" not in names
+
+
+def _evaluate(outcomes: dict[str, Any], controls: dict[str, Any]) -> dict[str, str]:
+    checks = plan_checks(
+        POLICY, entropy=ENTROPY, targets=[Target("gw", "10.0.0.1", control=NEIGHBOUR)]
+    )
+    return {r.name: r.verdict for r in evaluate(checks, outcomes, controls)}
+
+
+SEALED = {
+    "allowed-name": _answer("NOERROR", 1),
+    "subdomain-nxdomain-udp": _answer("NXDOMAIN"),
+    "subdomain-nxdomain-tcp": _answer("NXDOMAIN"),
+    "unlisted-nxdomain-udp": _answer("NXDOMAIN"),
+    "unlisted-nxdomain-tcp": _answer("REFUSED"),
+    "gw-udp": {"outcome": "filtered"},
+    "gw-tcp": {"outcome": "timeout"},
+}
+CONTROLS = {"gw-udp": _answer("NOERROR"), "gw-tcp": _answer("SERVFAIL")}
+
+
+def test_a_sealed_bottle_passes_every_check() -> None:
+    verdicts = _evaluate(SEALED, CONTROLS)
+    assert set(verdicts.values()) == {"pass"}
+
+
+def test_an_answer_from_a_forbidden_resolver_is_a_leak_even_without_control() -> None:
+    verdicts = _evaluate({**SEALED, "gw-udp": _answer("NXDOMAIN")}, {})
+    assert verdicts["gw-udp"] == "leak"
+    assert verdicts["gw-tcp"] == "inconclusive"  # blocked, but nothing showed it could answer
+
+
+def test_a_resolving_subdomain_is_a_leak() -> None:
+    verdicts = _evaluate({**SEALED, "subdomain-nxdomain-tcp": _answer("NOERROR", 1)}, CONTROLS)
+    assert verdicts["subdomain-nxdomain-tcp"] == "leak"
+    verdicts = _evaluate({**SEALED, "subdomain-nxdomain-udp": _answer("SERVFAIL")}, CONTROLS)
+    assert verdicts["subdomain-nxdomain-udp"] == "leak"  # forwarded upstream, which failed
+
+
+def test_a_failed_positive_control_makes_dependent_checks_inconclusive_never_pass() -> None:
+    verdicts = _evaluate({**SEALED, "allowed-name": {"outcome": "timeout"}}, CONTROLS)
+    assert verdicts["allowed-name"] == "inconclusive"
+    assert verdicts["subdomain-nxdomain-udp"] == "inconclusive"
+    assert verdicts["unlisted-nxdomain-tcp"] == "inconclusive"
+    verdicts = _evaluate(SEALED, {"gw-udp": {"outcome": "timeout"}})
+    assert verdicts["gw-udp"] == "inconclusive"
+
+
+def test_missing_outcomes_and_errors_prove_nothing() -> None:
+    verdicts = _evaluate({}, CONTROLS)
+    assert set(verdicts.values()) == {"inconclusive"}
+    verdicts = _evaluate({**SEALED, "gw-tcp": {"outcome": "error"}}, CONTROLS)
+    assert verdicts["gw-tcp"] == "inconclusive"
+
+
+def test_no_ipv6_route_counts_as_ipv6_absent() -> None:
+    checks = plan_checks(POLICY, entropy=ENTROPY, literals=["2001:db8::53"])
+    outcomes = {**SEALED, **{c.name: {"outcome": "unreachable"} for c in checks if c.ipv6}}
+    results = {r.name: r for r in evaluate(checks, outcomes, {})}
+    assert results["literal-2001:db8::53-udp"].verdict == "pass"
+    assert "no IPv6 route" in results["literal-2001:db8::53-udp"].evidence["note"]
+
+
+def test_bottle_verdict_ranks_leak_over_inconclusive_over_sealed() -> None:
+    checks = plan_checks(POLICY, entropy=ENTROPY)
+    sealed = evaluate(checks, SEALED, {})
+    assert verdict(sealed) == "sealed"
+    assert verdict(evaluate(checks, {**SEALED, "allowed-name": {}}, {})) == "inconclusive"
+    leaking = {**SEALED, "allowed-name": {}, "unlisted-nxdomain-udp": _answer("NOERROR", 1)}
+    assert verdict(evaluate(checks, leaking, {})) == "leak"
+    assert verdict([]) == "inconclusive"
