@@ -1,7 +1,9 @@
 """The ``bottle`` command.
 
 Exit codes (a contract): 0 success; 2 invalid input (manifests, arguments),
-nothing touched; 1 an operation failed or an unexpected error happened.
+nothing touched; 1 an operation failed or an unexpected error happened (for
+``bottle verify``: a bottle leaks); 3 ``bottle verify`` found no leak but could
+not decide every check (a positive control failed), so nothing is proven.
 """
 
 from __future__ import annotations
@@ -12,16 +14,18 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from botbottle import __version__, fleet
+from botbottle import __version__, fleet, report
 from botbottle.manifest import Bottle, Problem, _display, env_summary, resolve_all
 from botbottle.policy import render_dnsmasq, render_firewall, render_smolvm, warnings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INVALID = 2
+EXIT_INCONCLUSIVE = 3
 
 PLAN_FORMAT = 1
 BACKENDS = ("smolmachines", "docker")
@@ -91,8 +95,17 @@ def _parser() -> argparse.ArgumentParser:
         ("up", "bring every host's bottles to their declared state (site.yml)"),
         ("down", "remove every host's bottles"),
         ("status", "show which bottles run where"),
+        ("verify", "prove every running bottle sealed (the sandbox-escape suite)"),
+        ("audit", "show a bottle's refused DNS queries, flagging encoded-looking names"),
     ):
         command = sub.add_parser(name, help=text)
+        if name == "audit":
+            command.add_argument("name", metavar="NAME", help="the bottle")
+            command.add_argument(
+                "--since",
+                metavar="WHEN",
+                help="only refusals since WHEN: a duration (15m, 2h, 7d) or an ISO 8601 time",
+            )
         command.add_argument(
             "-i",
             "--inventory",
@@ -102,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--limit", metavar="PATTERN", help="only these hosts (Ansible pattern)"
         )
-        if name != "status":
+        if name in ("up", "down"):
             command.add_argument(
                 "--check",
                 action="store_true",
@@ -110,6 +123,10 @@ def _parser() -> argparse.ArgumentParser:
             )
         else:
             command.add_argument("--format", choices=("text", "json"), default="text")
+        if name == "verify":
+            command.add_argument(
+                "--details", action="store_true", help="list every check, passed ones too"
+            )
         if name == "up":
             command.add_argument(
                 "--backend",
@@ -339,9 +356,14 @@ def _cmd_fleet(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         extravars.update(bottle_state_override="absent", bottle_verify=False)
     elif args.command == "status":
         playbook = "playbooks/status.yml"
+    elif args.command == "verify":
+        playbook = "playbooks/verify_fleet.yml"
+    elif args.command == "audit":
+        playbook = "playbooks/audit.yml"
+        extravars.update(bottle_audit_name=args.name, bottle_audit_since=args.since or "")
     if getattr(args, "backend", None):
         extravars["bottle_backend_override"] = args.backend
-    stream = err if args.command == "status" else out
+    stream = err if args.command in _REPORTS else out
     progress = fleet.Progress(out=stream, tty=fleet.is_tty(stream), secrets=secrets)
     rc, artifacts = fleet.run_playbook(
         playbook,
@@ -352,13 +374,64 @@ def _cmd_fleet(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         extravars=extravars,
     )
     code, lines = fleet.summary(progress, rc)
-    if args.command == "status":
-        _print_status(dict(progress.set_stats.get("bottle_status") or {}), args.format, out)
-    report = err if code else stream
+    if args.command in _REPORTS:
+        code = _REPORTS[args.command](progress.set_stats, args, out, code)
+    report_to = err if code else stream
     for line in lines:
-        print(line, file=report)
-    print(f"artifacts: {artifacts}", file=report)
+        print(line, file=report_to)
+    print(f"artifacts: {artifacts}", file=report_to)
     return code
+
+
+def _status_report(stats: dict[str, Any], args: argparse.Namespace, out: TextIO, code: int) -> int:
+    _print_status(dict(stats.get("bottle_status") or {}), args.format, out)
+    return code
+
+
+def _verify_report(stats: dict[str, Any], args: argparse.Namespace, out: TextIO, code: int) -> int:
+    data = dict(stats.get("bottle_verify") or {})
+    outcome = report.verify_outcome(data)
+    if args.format == "json":
+        json.dump({"format": PLAN_FORMAT, "verdict": outcome, "hosts": data}, out, indent=2)
+        out.write("\n")
+    else:
+        for line in report.verify_lines(data, details=args.details):
+            print(line, file=out)
+        print(f"verdict: {outcome}", file=out)
+    if outcome == report.LEAK:
+        return EXIT_FAILED
+    if code == EXIT_OK and outcome == report.INCONCLUSIVE:
+        return EXIT_INCONCLUSIVE
+    return code
+
+
+def _audit_report(stats: dict[str, Any], args: argparse.Namespace, out: TextIO, code: int) -> int:
+    rows = report.audit_rows(dict(stats.get("bottle_audit") or {}))
+    if args.format == "json":
+        for row in rows:
+            out.write(json.dumps(row, sort_keys=True) + "\n")
+    else:
+        for line in report.audit_lines(rows):
+            print(line, file=out)
+        flagged = sum(1 for r in rows if r.get("flags"))
+        print(
+            f"{len(rows)} refused quer{'y' if len(rows) == 1 else 'ies'}, {flagged} flagged",
+            file=out,
+        )
+    return code
+
+
+_REPORTS = {"status": _status_report, "verify": _verify_report, "audit": _audit_report}
+
+
+def _cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.since:
+        try:
+            report.since_cutoff(args.since, datetime.now(UTC))
+        except ValueError as exc:
+            print(f"error: --{exc}", file=err)
+            return EXIT_INVALID
+    return _cmd_fleet(args, out, err)
 
 
 def main(
@@ -374,6 +447,8 @@ def main(
         "up": _cmd_fleet,
         "down": _cmd_fleet,
         "status": _cmd_fleet,
+        "verify": _cmd_fleet,
+        "audit": _cmd_audit,
     }
     try:
         return commands[args.command](args, out, err)

@@ -51,6 +51,9 @@ def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         "docker_bottle_upstream_dns": [f"{GATEWAY}#{port}"],
         "docker_bottle_egress_network": NETWORK,
         "docker_bottle_agent_image": "bot-bottle/netutils:latest",
+        # `up` ends with bottle verify: its literal resolver is this test's, on this machine
+        "bottle_verify_resolvers": [f"{GATEWAY}#{port}"],
+        "bottle_verify_audit_dir": str(base / "audit"),
     }
     path = base / "inventory.yml"
     path.write_text(json.dumps({"all": {"hosts": {"localhost": host}}}))

