@@ -127,6 +127,28 @@ def test_invalid_specs_are_refused_whole(probe: Path) -> None:
         _run(probe, "bogus")
 
 
+def test_specs_run_at_once_and_report_in_their_order(probe: Path) -> None:
+    closed = _closed_port()
+    proc = subprocess.run(
+        [
+            str(probe),
+            "-t",
+            "300",
+            f"dns 127.0.0.1 {closed} udp A x.example",
+            "bogus",
+            "resolv",
+            f"tcp 127.0.0.1 {closed}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2  # one spec was invalid; the others still ran
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["op"] for r in rows] == ["dns", "invalid", "resolv", "tcp"]
+    assert rows[0]["outcome"] == "refused" and rows[3]["outcome"] == "refused"
+
+
 def test_resolv_reads_the_nameservers(probe: Path) -> None:
     [row] = _run(probe, "resolv")
     assert row["op"] == "resolv" and isinstance(row["nameservers"], list)
