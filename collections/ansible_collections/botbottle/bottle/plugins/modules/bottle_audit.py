@@ -95,15 +95,8 @@ options:
     description: Read new refusals before returning entries; V(false) only reads the log.
     type: bool
     default: true
-  binary:
-    description: Path of the smolvm CLI (smolmachines bottles).
-    type: path
-  data_home:
-    description: smolvm's data directory parent (its E(XDG_DATA_HOME)).
-    type: path
-  cache_home:
-    description: smolvm's cache directory parent (its E(XDG_CACHE_HOME)).
-    type: path
+extends_documentation_fragment:
+  - botbottle.bottle.smolvm
 seealso:
   - module: botbottle.bottle.bottle_probe
 """

@@ -127,15 +127,8 @@ options:
     description: Where the names sent by the probe are remembered for the audit.
     type: path
     default: /var/lib/bot-bottle/audit
-  binary:
-    description: Path of the smolvm CLI (smolmachines bottles).
-    type: path
-  data_home:
-    description: smolvm's data directory parent (its E(XDG_DATA_HOME)).
-    type: path
-  cache_home:
-    description: smolvm's cache directory parent (its E(XDG_CACHE_HOME)).
-    type: path
+extends_documentation_fragment:
+  - botbottle.bottle.smolvm
 seealso:
   - module: botbottle.bottle.bottle_audit
 """

@@ -150,20 +150,8 @@ options:
       - B(This destroys the machine's disk), including anything the agent wrote inside it.
     type: bool
     default: false
-  binary:
-    description:
-      - Path of the smolvm CLI. By default the one bundled in the virtualenv that bot-bottle's
-        C(smolmachines_host) role installs (C(/opt/bot-bottle/smolmachines)), else C(smolvm) on
-        E(PATH).
-    type: path
-  data_home:
-    description:
-      - smolvm's data directory parent (its E(XDG_DATA_HOME)); the state database is
-        C(<data_home>/smolvm/server/smolvm.db). Defaults to the remote user's.
-    type: path
-  cache_home:
-    description: smolvm's cache directory parent (its E(XDG_CACHE_HOME)).
-    type: path
+extends_documentation_fragment:
+  - botbottle.bottle.smolvm
 notes:
   - Starting a machine needs C(/dev/kvm) that can boot guests; the
     C(smolmachines_host) role's boot probe sets C(bottle_host_can_boot_microvms).

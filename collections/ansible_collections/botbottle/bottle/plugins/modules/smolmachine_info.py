@@ -43,15 +43,8 @@ options:
     description: >-
       Only machines carrying all these labels (for example C(botbottle.managed-by=bot-bottle)).
     type: dict
-  binary:
-    description: Path of the smolvm CLI (see M(botbottle.bottle.smolmachine)).
-    type: path
-  data_home:
-    description: smolvm's data directory parent (its E(XDG_DATA_HOME)).
-    type: path
-  cache_home:
-    description: smolvm's cache directory parent (its E(XDG_CACHE_HOME)).
-    type: path
+extends_documentation_fragment:
+  - botbottle.bottle.smolvm
 seealso:
   - module: botbottle.bottle.smolmachine
 """
