@@ -36,6 +36,22 @@ def ansible(tool: str, *args: str, **extra_env: str) -> subprocess.CompletedProc
     )
 
 
+def bottle(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    """Run this virtualenv's ``bottle`` command as a user would: no stdin, no BOTTLE_DEBUG,
+    ``extra_env`` added to the environment (the host variables bottles copy into their env)."""
+    env = {k: v for k, v in os.environ.items() if k != "BOTTLE_DEBUG"}
+    env.update(extra_env)
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "bottle"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def docker(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the docker CLI; never raises on a non-zero exit."""
     return subprocess.run(["docker", *args], capture_output=True, text=True, check=False)

@@ -9,9 +9,7 @@ leaves the machine.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +17,11 @@ from typing import Any
 import pytest
 
 from tests.fake_upstream import serve
+from tests.helpers import bottle, require_docker
 from tests.helpers import docker as _docker
-from tests.helpers import require_docker
 
 pytestmark = pytest.mark.integration
 
-BOTTLE = str(Path(sys.executable).parent / "bottle")
 NETWORK = "bbcli-egress"
 SUBNET = "172.29.251.0/24"
 GATEWAY = "172.29.251.1"
@@ -71,17 +68,7 @@ SECRET = "bb-cli-secret-value-8c1f"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "BOTTLE_DEBUG"}
-    env["BB_CLI_TOKEN"] = SECRET
-    return subprocess.run(
-        [BOTTLE, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=900,
-        stdin=subprocess.DEVNULL,
-    )
+    return bottle(*args, BB_CLI_TOKEN=SECRET)
 
 
 def dig(*args: str) -> str:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +20,11 @@ from typing import Any
 import pytest
 
 from tests.fake_upstream import serve
+from tests.helpers import bottle, require_docker
 from tests.helpers import docker as _docker
-from tests.helpers import require_docker
 
 pytestmark = pytest.mark.integration
 
-BOTTLE = str(Path(sys.executable).parent / "bottle")
 NETWORK = "bbverify-egress"
 SUBNET = "172.29.249.0/24"
 GATEWAY = "172.29.249.1"
@@ -39,17 +36,7 @@ require_docker()
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "BOTTLE_DEBUG"}
-    env["BB_VERIFY_TOKEN"] = SECRET
-    return subprocess.run(
-        [BOTTLE, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=900,
-        stdin=subprocess.DEVNULL,
-    )
+    return bottle(*args, BB_VERIFY_TOKEN=SECRET)
 
 
 @pytest.fixture(scope="module")
