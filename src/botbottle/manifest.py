@@ -22,6 +22,10 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
 from ansible_collections.botbottle.bottle.plugins.module_utils._bottle_env import entry_kind
+from ansible_collections.botbottle.bottle.plugins.module_utils._runtime import (
+    capability_refusal,
+    mount_refusal,
+)
 from botbottle._paths import SCHEMA_FILE
 from botbottle.policy import (
     EgressPolicy,
@@ -340,6 +344,22 @@ def _format_checker() -> FormatChecker:
         if not isinstance(value, str):
             return True
         normalize_cidr(value)
+        return True
+
+    @checker.checks("bottle-capability", raises=ValueError)
+    def _capability(value: object) -> bool:
+        refusal = capability_refusal(value) if isinstance(value, str) else None
+        if refusal is not None:
+            raise ValueError(refusal)
+        return True
+
+    @checker.checks("bottle-mount-source", raises=ValueError)
+    def _mount_source(value: object) -> bool:
+        # Judged by its path here; the backend judges it again on the host, with
+        # symlinks resolved and the file's type known.
+        refusal = mount_refusal(value) if isinstance(value, str) else None
+        if refusal is not None:
+            raise ValueError(refusal)
         return True
 
     return checker

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 import pytest
@@ -308,7 +309,7 @@ def test_firewall_rejects_bad_addresses(resolver: str, gateway: str | None) -> N
 
 def test_firewall_stamp_names_the_hash() -> None:
     policy = build_policy(["a.example"])
-    assert firewall_stamp(policy) == f"bot-bottle-policy {policy.digest} rules-2"
+    assert firewall_stamp(policy) == f"bot-bottle-policy {policy.digest} rules-3"
     assert len(firewall_stamp(policy)) < 256  # iptables comment limit
 
 
@@ -318,3 +319,100 @@ def test_rendering_is_deterministic() -> None:
     assert render_dnsmasq(a, ["192.0.2.53"]) == render_dnsmasq(b, ["192.0.2.53"])
     assert render_smolvm(a) == render_smolvm(b)
     assert render_firewall(a, "10.0.0.2") == render_firewall(b, "10.0.0.2")
+
+
+# --------------------------------------------------------------------------- hostile cidrs
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (" 10.0.0.0/8", "white space"),
+        ("10.0.0.0/8 ", "white space"),
+        ("fe80::1%eth0", "zone id"),
+        ("127.0.0.1", "loopback"),
+        ("127.0.0.0/8", "loopback"),
+        ("::1", "loopback"),
+        ("169.254.169.254", "metadata"),
+        ("169.254.0.0/16", "link-local"),
+        ("169.254.10.0/24", "link-local"),
+        ("fe80::/64", "link-local"),
+        ("fd00:ec2::254", "metadata"),
+        ("100.100.100.200", "metadata"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("::ffff:10.0.0.1", "IPv4-mapped"),
+    ],
+)
+def test_normalize_cidr_refuses_never_routed_and_odd_forms(raw: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        normalize_cidr(raw)
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0", "10.0.0.0/7", "2001:db8::/15"])
+def test_wide_cidr_needs_the_explicit_key(cidr: str) -> None:
+    with pytest.raises(PolicyError, match="wide: true") as info:
+        compile_policy(_manifest({"cidr": cidr}))
+    assert info.value.path == "$.egress.routes[0].cidr"
+    policy = compile_policy(_manifest({"cidr": cidr, "wide": True}))
+    assert policy.cidrs == (str(ipaddress.ip_network(cidr, strict=False)),)
+    assert any("(wide)" in w for w in warnings(policy))
+
+
+@pytest.mark.parametrize(
+    "route", [{"cidr": "10.0.0.0/8", "wide": True}, {"host": "a.example", "wide": True}]
+)
+def test_wide_where_it_says_nothing_is_refused(route: dict[str, object]) -> None:
+    with pytest.raises(PolicyError) as info:
+        compile_policy(_manifest(route))
+    assert info.value.path == "$.egress.routes[0].wide"
+
+
+def test_never_reached_destinations_come_before_every_cidr_accept() -> None:
+    policy = build_policy(["a.example"], cidrs=["0.0.0.0/0", "::/0"])
+    rules = render_firewall(
+        policy,
+        "10.89.0.2",
+        "10.89.0.1",
+        host_addresses=["192.0.2.10", "172.17.0.1", "2001:db8::10"],
+    )
+    v4 = [line for line in rules["ipv4"].splitlines() if line.startswith("-A OUTPUT")]
+    v6 = [line for line in rules["ipv6"].splitlines() if line.startswith("-A OUTPUT")]
+    accept4 = v4.index("-A OUTPUT -d 0.0.0.0/0 -j ACCEPT")
+    accept6 = v6.index("-A OUTPUT -d ::/0 -j ACCEPT")
+    for net in ["10.89.0.1/32", "192.0.2.10/32", "172.17.0.1/32", "169.254.0.0/16", "127.0.0.0/8"]:
+        for rule in (
+            f"-A OUTPUT -d {net} -p tcp -j REJECT --reject-with tcp-reset",
+            f"-A OUTPUT -d {net} -j REJECT --reject-with icmp-port-unreachable",
+        ):
+            assert v4.index(rule) < accept4, rule
+    for net in ["2001:db8::10/128", "fe80::/10", "fd00:ec2::254/128", "::1/128"]:
+        assert (
+            v6.index(f"-A OUTPUT -d {net} -j REJECT --reject-with icmp6-port-unreachable") < accept6
+        )
+    assert "192.0.2.10" not in rules["ipv6"] and "2001:db8::10" not in rules["ipv4"]
+    # the loopback accept for 127.0.0.1 still comes first (the agent's own services)
+    assert v4[1] == "-A OUTPUT -o lo -d 127.0.0.1/32 -j ACCEPT"
+
+
+def test_allows_name_agrees_with_the_resolver_on_odd_labels() -> None:
+    policy = build_policy(["api.example.com"], ["zone.example"])
+    for label in ["_dmarc", "a b", "\x00", "\xff\xfe", "#", "A_B", "-x-"]:
+        assert allows_name(policy, f"{label}.zone.example"), repr(label)
+        assert allows_name(policy, f"{label}.deep.zone.example"), repr(label)
+        assert not allows_name(policy, f"{label}.api.example.com"), repr(label)
+        assert not allows_name(policy, f"{label}.other.example"), repr(label)
+    assert not allows_name(policy, "zone.example")
+    assert not allows_name(policy, "a..zone.example")
+    assert not allows_name(policy, ("x" * 64) + ".zone.example")
+    assert allows_name(policy, "X.ZONE.EXAMPLE.")
+
+
+def test_dnsmasq_folds_names_inside_zones_at_scale() -> None:
+    # (its cost per route is a benchmark row: benchmarks/bench.py, "plan 50k routes")
+    zones = [f"z{i}.example" for i in range(2_000)] + [f"in.z{i}.example" for i in range(2_000)]
+    exact = [f"h{i}.z{i}.example" for i in range(0, 2_000, 2)] + ["lone.example"]
+    lines = render_dnsmasq(build_policy(exact, zones), ["192.0.2.53"])
+    assert lines.count("server=/*.in.z7.example/192.0.2.53") == 0  # nested in *.z7.example
+    assert "server=/h2.z2.example/192.0.2.53" not in lines  # inside *.z2.example
+    assert len(lines) == 4 + 2 + 2_000  # lone.example (+ its '*.' refusal) and the outer zones

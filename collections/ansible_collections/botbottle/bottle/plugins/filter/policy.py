@@ -63,11 +63,19 @@ def dnsmasq_lines(policy: Mapping[str, Any], upstreams: Sequence[str]) -> list[s
 
 
 def firewall_rules(
-    policy: Mapping[str, Any], resolver_ip: str, gateway_ip: str | None = None
+    policy: Mapping[str, Any],
+    resolver_ip: str,
+    gateway_ip: str | None = None,
+    host_addresses: Sequence[str] = (),
 ) -> dict[str, str]:
     """iptables-restore/ip6tables-restore input for a Docker bottle's netns."""
     try:
-        return render_firewall(_policy(policy, "firewall_rules"), resolver_ip, gateway_ip)
+        return render_firewall(
+            _policy(policy, "firewall_rules"),
+            resolver_ip,
+            gateway_ip,
+            host_addresses=[a for a in host_addresses or () if "%" not in str(a)],
+        )
     except ValueError as exc:
         raise AnsibleFilterError(f"firewall_rules: {exc}") from None
 

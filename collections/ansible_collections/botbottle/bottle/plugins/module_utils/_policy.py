@@ -94,16 +94,56 @@ def normalize_name(raw: str) -> str:
 
 
 def normalize_cidr(raw: str) -> str:
-    """Return ``raw`` as a canonical network (host bits cleared, bare IP -> /32 or /128)."""
+    """Return ``raw`` as a canonical network (host bits cleared, bare IP -> /32 or /128).
+
+    Raises ``ValueError`` saying why for anything that is not a plain network, and
+    for networks no bottle may route to whatever it asks (loopback, link-local,
+    cloud metadata, unspecified, IPv4-mapped IPv6): see :data:`NEVER_ROUTED`.
+    """
     if not isinstance(raw, str):
         raise ValueError(f"expected a CIDR string, got {type(raw).__name__}")
+    if raw.strip() != raw:
+        raise ValueError(f"CIDR {raw!r} has surrounding white space")
+    if "%" in raw:
+        raise ValueError(
+            f"{raw!r} has a zone id: a route names a network, not an interface; "
+            "drop the '%...' part"
+        )
     try:
-        net = ipaddress.ip_network(raw.strip(), strict=False)
+        net = ipaddress.ip_network(raw, strict=False)
     except ValueError:
         raise ValueError(
             f"{raw!r} is not an IP address or CIDR (for example 203.0.113.7 or 2001:db8::/32)"
         ) from None
+    for special, why in NEVER_ROUTED:
+        if net.version == special.version and net.subnet_of(special):  # type: ignore[arg-type]
+            raise ValueError(f"{raw!r} is {why}, which a bottle may never reach")
     return str(net)
+
+
+#: Networks no route may target, and every Docker rule set rejects before it accepts
+#: any ``cidr`` route (so a wide route cannot reach them either).
+NEVER_ROUTED: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...] = (
+    (ipaddress.ip_network("0.0.0.0/8"), "the unspecified network ('this host')"),
+    (ipaddress.ip_network("127.0.0.0/8"), "loopback"),
+    (ipaddress.ip_network("169.254.169.254/32"), "the cloud metadata service"),
+    (ipaddress.ip_network("169.254.0.0/16"), "link-local"),
+    (ipaddress.ip_network("100.100.100.200/32"), "a cloud metadata service"),
+    (ipaddress.ip_network("::/128"), "the unspecified address"),
+    (ipaddress.ip_network("::1/128"), "loopback"),
+    (ipaddress.ip_network("::ffff:0:0/96"), "IPv4-mapped IPv6 (write the IPv4 form)"),
+    (ipaddress.ip_network("fd00:ec2::254/128"), "the cloud metadata service"),
+    (ipaddress.ip_network("fe80::/10"), "link-local"),
+)
+
+#: A ``cidr`` route shorter than this prefix needs ``wide: true``.
+WIDE_PREFIX = {4: 8, 6: 16}
+
+
+def is_wide(cidr: str) -> bool:
+    """True for a network wider than /8 (IPv4) or /16 (IPv6), the defaults included."""
+    net = ipaddress.ip_network(cidr)
+    return net.prefixlen < WIDE_PREFIX[net.version]
 
 
 def _is_ip_literal(text: str) -> bool:
@@ -211,11 +251,10 @@ def compile_policy(manifest: Mapping[str, Any]) -> EgressPolicy:
         if has_host == has_cidr:
             raise PolicyError(path, "a route needs exactly one of 'host' or 'cidr'")
         if has_cidr:
-            try:
-                cidrs.append(normalize_cidr(route["cidr"]))
-            except ValueError as exc:
-                raise PolicyError(path + ".cidr", str(exc)) from None
+            cidrs.append(_route_cidr(route, path))
             continue
+        if "wide" in route:
+            raise PolicyError(path + ".wide", "'wide' applies to 'cidr' routes only; remove it")
         host = route["host"]
         try:
             if isinstance(host, str) and host.startswith("*."):
@@ -230,6 +269,32 @@ def compile_policy(manifest: Mapping[str, Any]) -> EgressPolicy:
     return build_policy(exact, zones, cidrs, log)
 
 
+def _route_cidr(route: Mapping[str, Any], path: str) -> str:
+    """A route's network, refused if wide without ``wide: true`` (or ``wide`` needlessly)."""
+    try:
+        cidr = normalize_cidr(route["cidr"])
+    except ValueError as exc:
+        raise PolicyError(path + ".cidr", str(exc)) from None
+    wide = route.get("wide", False)
+    if not isinstance(wide, bool):
+        raise PolicyError(path + ".wide", f"expected true or false, got {wide!r}")
+    version = ipaddress.ip_network(cidr).version
+    if is_wide(cidr) and not wide:
+        raise PolicyError(
+            path + ".cidr",
+            f"{cidr} is wider than /{WIDE_PREFIX[version]}: it opens a large part of the "
+            "network to the agent; list the networks it needs, or add 'wide: true' to this "
+            "route to say you mean it",
+        )
+    if wide and not is_wide(cidr):
+        raise PolicyError(
+            path + ".wide",
+            f"{cidr} is not wider than /{WIDE_PREFIX[version]}, so 'wide: true' says "
+            "nothing; remove it",
+        )
+    return cidr
+
+
 def policy_from_dict(data: Mapping[str, Any]) -> EgressPolicy:
     """Rebuild a policy from :meth:`EgressPolicy.to_dict` output (re-normalised, re-hashed)."""
     return build_policy(
@@ -240,31 +305,72 @@ def policy_from_dict(data: Mapping[str, Any]) -> EgressPolicy:
     )
 
 
-def _in_zone(name: str, zone: str) -> bool:
-    """True when ``name`` is strictly below ``zone``."""
-    return name.endswith("." + zone)
+_ASCII_LOWER = {code: code + 32 for code in range(ord("A"), ord("Z") + 1)}
+
+
+def _query_name(name: str) -> str | None:
+    """A queried name as resolvers compare it, or None if DNS cannot carry it.
+
+    DNS labels may hold any octet: ``_dmarc``, ``a b``, ``\\000``, ``#`` or raw
+    non-ASCII bytes (one character per octet, e.g. decoded as latin-1) are names
+    a resolver forwards below a wildcard zone. Only ASCII letters fold case.
+    """
+    text = name[:-1] if name.endswith(".") else name
+    labels = text.split(".")
+    if not text or any(not label for label in labels):
+        return None
+    if any(len(label.encode("utf-8", "surrogateescape")) > 63 for label in labels):
+        return None
+    if len(text.encode("utf-8", "surrogateescape")) > _MAX_NAME:
+        return None
+    return text.translate(_ASCII_LOWER)
+
+
+def _below_zones(name: str, zones: frozenset[str] | Sequence[str]) -> bool:
+    """True when ``name`` is strictly below one of ``zones`` (one set look-up per label)."""
+    zone_set = zones if isinstance(zones, frozenset) else frozenset(zones)
+    start = name.find(".")
+    while start != -1:
+        if name[start + 1 :] in zone_set:
+            return True
+        start = name.find(".", start + 1)
+    return False
 
 
 def allows_name(policy: EgressPolicy, name: str) -> bool:
-    """The reference semantics: may a bottle with ``policy`` resolve ``name``?"""
+    """The reference semantics: may a bottle with ``policy`` resolve ``name``?
+
+    An exact route allows that host name only. A wildcard zone allows every name
+    strictly below it, whatever its labels hold: the resolver forwards any label
+    there (``_dmarc``, spaces, ``\\000``, non-ASCII octets), and so does the
+    compiler's answer here, so the two agree on every name.
+    """
     try:
         canonical = normalize_name(name)
     except ValueError:
-        return False
-    if canonical in policy.exact_hosts:
+        canonical = None
+    if canonical is not None and canonical in policy.exact_hosts:
         return True
-    return any(_in_zone(canonical, zone) for zone in policy.wildcard_zones)
+    queried = _query_name(name) if isinstance(name, str) else None
+    return queried is not None and _below_zones(queried, frozenset(policy.wildcard_zones))
 
 
 def warnings(policy: EgressPolicy) -> list[str]:
     """Human-readable warnings about what a policy leaves open."""
-    return [
+    found = [
         f"route '*.{zone}' forwards every name below {zone} to the upstream resolver: "
         "anything the bottle can encode in a name (for example "
         f"<base32-secret>.{zone}) leaves as a DNS query, a tunnel through that zone; "
         "list the exact host names instead if you can"
         for zone in policy.wildcard_zones
     ]
+    found += [
+        f"route 'cidr: {cidr}' (wide) lets the agent connect to any address in {cidr}; "
+        "only loopback, link-local, metadata, the bottle's gateway and the host stay closed"
+        for cidr in policy.cidrs
+        if is_wide(cidr)
+    ]
+    return found
 
 
 # --------------------------------------------------------------------------- smolvm
@@ -328,14 +434,15 @@ def render_dnsmasq(policy: EgressPolicy, upstreams: Sequence[str]) -> list[str]:
         "no-hosts",
         "address=/#/",
     ]
+    zones = frozenset(policy.wildcard_zones)
     for name in policy.exact_hosts:
-        if any(_in_zone(name, zone) for zone in policy.wildcard_zones):
+        if _below_zones(name, zones):
             continue  # the wildcard line below already forwards it and its subdomains
         lines += [f"server=/{name}/{up}" for up in ups]
-        if name not in policy.wildcard_zones:
+        if name not in zones:
             lines.append(f"server=/*.{name}/")
     for zone in policy.wildcard_zones:
-        if any(_in_zone(zone, outer) for outer in policy.wildcard_zones):
+        if _below_zones(zone, zones):
             continue  # nested in a wider wildcard
         lines += [f"server=/*.{zone}/{up}" for up in ups]
     return lines
@@ -346,7 +453,7 @@ def render_dnsmasq(policy: EgressPolicy, upstreams: Sequence[str]) -> list[str]:
 
 # Bumped whenever render_firewall's output changes for the same policy, so that bottles
 # running older rules get the new ones on the next run (their stamp no longer matches).
-_RULES_VERSION = 2
+_RULES_VERSION = 3
 
 
 def firewall_stamp(policy: EgressPolicy) -> str:
@@ -359,25 +466,55 @@ def firewall_stamp(policy: EgressPolicy) -> str:
     return f"bot-bottle-policy {policy.digest} rules-{_RULES_VERSION}"
 
 
+def _never_reached(version: int, gateway: str | None, host_addresses: Sequence[str]) -> list[str]:
+    """Destinations rejected before any ``cidr`` route is accepted, in rule order."""
+    nets: list[str] = []
+    if gateway is not None and version == 4:
+        nets.append(f"{ipaddress.IPv4Address(gateway)}/32")
+    for text in host_addresses:
+        address = ipaddress.ip_address(text)
+        if address.version == version:
+            nets.append(f"{address}/{address.max_prefixlen}")
+    nets += [str(net) for net, _ in NEVER_ROUTED if net.version == version]
+    return list(dict.fromkeys(nets))
+
+
+def _reject(destination: str, icmp: str) -> list[str]:
+    return [
+        f"-A OUTPUT -d {destination} -p tcp -j REJECT --reject-with tcp-reset",
+        f"-A OUTPUT -d {destination} -j REJECT --reject-with {icmp}",
+    ]
+
+
 def render_firewall(
     policy: EgressPolicy,
     resolver_ipv4: str,
     gateway_ipv4: str | None = None,
     embedded_dns: str = "127.0.0.11",
+    host_addresses: Sequence[str] = (),
 ) -> dict[str, str]:
     """iptables-restore and ip6tables-restore input for a Docker bottle's netns.
 
     Loaded as one transaction per family (replacing the ``filter`` table of the
-    agent's network namespace, which Docker leaves empty). DNS (UDP and TCP 53)
-    may reach only ``resolver_ipv4``; Docker's embedded resolver is rejected on
-    every port (its port 53 is DNATed to a random high port before the filter
-    table sees it, so only an address match works); DNS over TLS/QUIC (853) is
-    rejected; the network gateway (the Docker host) is unreachable. CIDR routes are
-    accepted. Everything else is rejected (default deny): the bottle network is
-    internal, but the host answers on every one of its addresses, so without the
-    final rule an agent could reach host services on the host's other networks
-    (found by ``bottle verify``'s literal-address checks). IPv6 likewise: loopback
-    and IPv6 CIDR routes only.
+    agent's network namespace, which Docker leaves empty), in this order:
+
+    1. loopback to 127.0.0.1 is accepted;
+    2. Docker's embedded resolver is rejected on every port (its port 53 is
+       DNATed to a random high port before the filter table sees it, so only an
+       address match works);
+    3. DNS (UDP and TCP 53) may reach only ``resolver_ipv4``; DNS over TLS/QUIC
+       (853) is rejected;
+    4. the network gateway (the Docker host), every address in
+       ``host_addresses`` (the host's own) and :data:`NEVER_ROUTED` (loopback,
+       link-local, metadata) are rejected -- *before* any route is accepted, so no
+       ``cidr`` route, however wide, reaches them;
+    5. ``cidr`` routes are accepted;
+    6. everything else is rejected (default deny): the bottle network is
+       internal, but the host answers on every one of its addresses, so without
+       it an agent could reach host services on the host's other networks (found
+       by ``bottle verify``'s literal-address checks).
+
+    IPv6 likewise: loopback, then steps 3-6 for IPv6 addresses.
     """
     resolver = str(ipaddress.IPv4Address(resolver_ipv4))
     embedded = str(ipaddress.IPv4Address(embedded_dns))
@@ -391,24 +528,17 @@ def render_firewall(
         ":BOTTLE_DNS - [0:0]",
         stamp,
         "-A OUTPUT -o lo -d 127.0.0.1/32 -j ACCEPT",
-        f"-A OUTPUT -d {embedded}/32 -p tcp -j REJECT --reject-with tcp-reset",
-        f"-A OUTPUT -d {embedded}/32 -j REJECT --reject-with icmp-port-unreachable",
+        *_reject(f"{embedded}/32", "icmp-port-unreachable"),
         "-A OUTPUT -p udp -m udp --dport 53 -j BOTTLE_DNS",
         "-A OUTPUT -p tcp -m tcp --dport 53 -j BOTTLE_DNS",
         "-A OUTPUT -p tcp -m tcp --dport 853 -j REJECT --reject-with tcp-reset",
         "-A OUTPUT -p udp -m udp --dport 853 -j REJECT --reject-with icmp-port-unreachable",
-    ]
-    v4 += [
         f"-A OUTPUT -d {resolver}/32 -p udp -m udp --dport 53 -j ACCEPT",
         f"-A OUTPUT -d {resolver}/32 -p tcp -m tcp --dport 53 -j ACCEPT",
     ]
+    for net in _never_reached(4, gateway_ipv4, host_addresses):
+        v4 += _reject(net, "icmp-port-unreachable")
     v4 += [f"-A OUTPUT -d {c} -j ACCEPT" for c in policy.cidrs if ":" not in c]
-    if gateway_ipv4 is not None:
-        gateway = str(ipaddress.IPv4Address(gateway_ipv4))
-        v4 += [
-            f"-A OUTPUT -d {gateway}/32 -p tcp -j REJECT --reject-with tcp-reset",
-            f"-A OUTPUT -d {gateway}/32 -j REJECT --reject-with icmp-port-unreachable",
-        ]
     v4 += [
         "-A OUTPUT -p tcp -j REJECT --reject-with tcp-reset",
         "-A OUTPUT -j REJECT --reject-with icmp-port-unreachable",
@@ -430,6 +560,8 @@ def render_firewall(
         "-A OUTPUT -p tcp -m tcp --dport 853 -j REJECT --reject-with tcp-reset",
         "-A OUTPUT -p udp -m udp --dport 853 -j REJECT --reject-with icmp6-port-unreachable",
     ]
+    for net in _never_reached(6, None, host_addresses):
+        v6 += _reject(net, "icmp6-port-unreachable")
     v6 += [f"-A OUTPUT -d {c} -j ACCEPT" for c in policy.cidrs if ":" in c]
     v6 += [
         "-A OUTPUT -p tcp -j REJECT --reject-with tcp-reset",

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import traceback
 from typing import Any
 
@@ -13,6 +14,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     policy_from_dict,
     render_smolvm,
+)
+from ansible_collections.botbottle.bottle.plugins.module_utils._runtime import (
+    MOUNT_FIX,
+    host_mount_refusal,
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._smolmachine import (
     MachineSpec,
@@ -117,7 +122,11 @@ options:
     elements: dict
     suboptions:
       source:
-        description: Absolute host path; it must exist.
+        description:
+          - Absolute host path; it must exist.
+          - Refused, after resolving symlinks on the managed host, when it is C(/), a Unix
+            socket, a host system tree, container-runtime or bot-bottle state (smolvm's data
+            directory included), or a folder holding one of them.
         type: path
         required: true
       target:
@@ -330,11 +339,26 @@ def _fail_closed(
     )
 
 
+def _check_mounts(module: AnsibleModule, client: SmolvmClient, desired: MachineSpec | None) -> None:
+    """Refuse, on this host and with symlinks resolved, mounts that hand over the host."""
+    if desired is None:
+        return
+    state_dir = os.path.dirname(os.path.dirname(client.database()))
+    for source, _target, _read_only in desired.mounts:
+        refusal = host_mount_refusal(source, [state_dir])
+        if refusal is not None:
+            module.fail_json(
+                msg=f"machine {module.params['name']}: {refusal} (fix: {MOUNT_FIX})",
+                changed=False,
+            )
+
+
 def run(module: AnsibleModule) -> None:
     params = module.params
     name = params["name"]
     client = client_from_params(params)
     desired = _desired(module)
+    _check_mounts(module, client, desired)
     actual, actual_state = _read(client, name)
     try:
         todo = plan(
