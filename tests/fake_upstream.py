@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from dnslib import AAAA, CNAME, MX, QTYPE, RD, RR, TXT, A, DNSRecord
+from dnslib import AAAA, CNAME, MX, QTYPE, RD, RR, TXT, A, DNSError, DNSRecord
 
 _ANSWERS = {
     QTYPE.A: A("192.0.2.1"),
@@ -31,8 +31,32 @@ class _State:
     lock = threading.Lock()
 
 
+def _raw_name(data: bytes) -> str:
+    """The question name of a query dnslib cannot parse (labels that are not UTF-8)."""
+    labels, offset = [], 12
+    while offset < len(data) and data[offset]:
+        length = data[offset]
+        labels.append(data[offset + 1 : offset + 1 + length].decode("latin-1"))
+        offset += 1 + length
+    return ".".join(labels)
+
+
+def _empty_reply(data: bytes) -> bytes:
+    """NOERROR with no records, echoing the question: for names dnslib cannot parse."""
+    end = 12
+    while end < len(data) and data[end]:
+        end += 1 + data[end]
+    question = data[12 : end + 5]
+    return data[:2] + b"\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00" + question
+
+
 def _answer(data: bytes, transport: str) -> bytes:
-    request = DNSRecord.parse(data)
+    try:
+        request = DNSRecord.parse(data)
+    except DNSError:
+        with _State.lock, _State.log.open("a", encoding="utf-8") as handle:
+            handle.write(f"{transport} raw {_raw_name(data)!r}\n")
+        return _empty_reply(data)
     reply = request.reply()
     qname = str(request.q.qname)
     qtype = request.q.qtype

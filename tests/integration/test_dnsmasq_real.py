@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from dnslib import RCODE, DNSRecord
+from dnslib import RCODE, DNSLabel, DNSRecord
 
 from botbottle.cli import main
 from botbottle.policy import allows_name, build_policy, render_dnsmasq
@@ -206,3 +206,45 @@ def test_real_dnsmasq_agrees_with_the_policy_and_the_model(
         model = dnsmasq_outcome(lines, name)
         assert model == ("forward" if expected == "NOERROR" else "nxdomain"), name
     assert _upstream_names(log) == allowed
+
+
+EDGE_LABELS = [b"_dmarc", b"a b", b"\x00", b"\xff\xfe", b"#", b"caf\xc3\xa9", b"UP_per"]
+
+
+def _query_labels(port: int, labels: list[bytes], tcp: bool = False) -> str:
+    request = DNSRecord.question("placeholder.invalid", "A")
+    request.q.qname = DNSLabel(labels)
+    reply = request.send("127.0.0.1", port, tcp=tcp, timeout=3)
+    assert reply[:2] == request.pack()[:2], "a reply to another query"
+    return str(RCODE.get(reply[3] & 0x0F))  # the header only: dnslib cannot parse every label
+
+
+def test_real_dnsmasq_and_the_compiler_agree_on_odd_labels(
+    upstream: tuple[int, Path],
+    dnsmasq: Callable[[list[str]], int],
+) -> None:
+    """Labels a host name cannot hold, below a wildcard zone and below an exact name.
+
+    The resolver forwards any label below a wildcard zone; allows_name says the same
+    (a name there is data in a tunnel the plan already warns about). Below an exact
+    name both refuse.
+    """
+    up_port, log = upstream
+    policy = build_policy(["api.example.com"], ["zone.example"])
+    port = dnsmasq(render_dnsmasq(policy, [f"127.0.0.1#{up_port}"]))
+    assert query(port, "ok.zone.example") == "NOERROR"  # positive control
+    assert query(port, "api.example.com") == "NOERROR"  # positive control
+    for label in EDGE_LABELS:
+        for parent in ([b"zone", b"example"], [b"api", b"example", b"com"], [b"other", b"example"]):
+            labels = [label, *parent]
+            text = b".".join(labels).decode("latin-1")
+            expected = "NOERROR" if allows_name(policy, text) else "NXDOMAIN"
+            assert (parent[0] == b"zone") == (expected == "NOERROR"), text
+            for tcp in (False, True):
+                assert _query_labels(port, labels, tcp) == expected, (text, tcp)
+    forwarded = [line for line in log.read_text().splitlines() if "zone.example" in line]
+    assert len(forwarded) >= len(EDGE_LABELS) * 2
+    assert not any(
+        "api.example.com" in line and line.split()[2] != "api.example.com"
+        for line in log.read_text().splitlines()
+    )
