@@ -1,0 +1,535 @@
+# Copyright: bot-bottle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Plan one Docker bottle: what it should be made of, what to do about what is there.
+
+**PRIVATE** to the botbottle.bottle collection. Pure functions only: the
+``docker_bottle`` module reads the bottle through ``_docker_engine.py``, builds a
+:class:`Want` with :func:`want`, asks :func:`plan` what to do and hands the
+actions back to the engine, in order.
+
+A bottle is an internal network and three containers:
+
+* the **resolver** (``bottle-<name>-resolver``): dnsmasq with the compiler's
+  lines, on the bottle network and the egress network. It checks its own
+  configuration (``dnsmasq --test``) every time it starts.
+* the **holder** (``bottle-<name>-net``): owns the network namespace the agent
+  joins. Every time it starts -- by bot-bottle, by ``docker start``, by a
+  reboot -- it loads the bottle's rules, marks the namespace sealed (the
+  loopback interface's alias, which unprivileged processes can read and only
+  ``NET_ADMIN`` can write), then drops every capability for good: its
+  long-lived process runs as ``nobody`` with empty permitted and effective
+  sets. A re-load (a changed policy, flushed rules) is a short ``docker exec``.
+* the **agent** (``bottle-<name>``): no capabilities beyond the allowlist, an
+  init process as PID 1 (so ``down`` does not wait out a stop timeout), and a
+  seal guard in front of its command: a static busybox waits until the
+  namespace it joined is sealed, then ``exec``\\ s the command. Started in any
+  order by anything, the agent never runs without its rules.
+
+Fail closed: an action that fails leaves the agent stopped (the engine's job),
+and the plan never starts the agent before the rules are loaded and read back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.botbottle.bottle.plugins.module_utils._docker_net import (
+    bottle_addresses,
+)
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
+    EgressPolicy,
+    firewall_stamp,
+    render_dnsmasq,
+    render_firewall,
+)
+
+STATES = ("absent", "present", "stopped", "started")
+
+MANAGED_LABEL = "botbottle.managed-by"
+MANAGED_VALUE = "bot-bottle"
+BOTTLE_LABEL = "botbottle.bottle"
+COMPONENT_LABEL = "botbottle.component"
+POLICY_LABEL = "botbottle.policy"
+SPEC_LABEL = "botbottle.spec"
+
+#: The loopback alias that marks a namespace whose rules are loaded.
+SEAL = "bot-bottle-sealed"
+#: Where the static busybox of the seal guard is mounted in the agent.
+GUARD_BINARY = "/.bot-bottle/busybox"
+#: Where the holder reads the rule files (the bottle's state directory, read-only).
+RULES_DIR = "/rules"
+
+# The holder's PID 1: load the rules (one transaction per family), seal, drop to nobody.
+# setpriv's change of user clears the permitted and effective sets; no-new-privileges
+# keeps them from coming back. Runs at every start of the container.
+HOLDER_SCRIPT = (
+    f"iptables-restore {RULES_DIR}/rules.ipv4 && "
+    f"ip6tables-restore {RULES_DIR}/rules.ipv6 && "
+    f"ip link set dev lo alias {SEAL} && "
+    "exec setpriv --reuid=65534 --regid=65534 --clear-groups -- sleep infinity"
+)
+# The agent's seal guard, run by the static busybox's sh; "$@" is the agent's command.
+GUARD_SCRIPT = (
+    "b=" + GUARD_BINARY + "; "
+    'until read -r s < /sys/class/net/lo/ifalias && [ "$s" = \'' + SEAL + "' ]; "
+    'do "$b" sleep 0.05; done; exec "$@"'
+)
+# Reload the rules in the running holder (docker exec: a short-lived NET_ADMIN process).
+RELOAD_ARGV = ("sh", "-ec", HOLDER_SCRIPT.split(" && exec ", 1)[0])
+# Read the rules back: both families and the seal, in one exec.
+READ_ARGV = (
+    "sh",
+    "-c",
+    "iptables-save -t filter; echo '### ipv6'; ip6tables-save -t filter; "
+    "echo '### seal'; cat /sys/class/net/lo/ifalias",
+)
+# The resolver checks its configuration every time it starts.
+RESOLVER_ARGV = (
+    "sh",
+    "-ec",
+    "dnsmasq --test -C /etc/bottle/dnsmasq.conf && "
+    "exec dnsmasq --keep-in-foreground -C /etc/bottle/dnsmasq.conf",
+)
+HEALTH_NAME = "bot-bottle-health.invalid"
+
+
+class PlanError(ValueError):
+    """The wanted bottle cannot be described; the message says what to fix."""
+
+
+# --------------------------------------------------------------------------- names
+
+
+@dataclass(frozen=True)
+class Names:
+    """What a bottle's objects are called on a Docker host."""
+
+    bottle: str
+
+    @property
+    def agent(self) -> str:
+        return f"bottle-{self.bottle}"
+
+    @property
+    def network(self) -> str:
+        return f"bottle-{self.bottle}"
+
+    @property
+    def holder(self) -> str:
+        return f"bottle-{self.bottle}-net"
+
+    @property
+    def resolver(self) -> str:
+        return f"bottle-{self.bottle}-resolver"
+
+
+# --------------------------------------------------------------------------- what is there
+
+
+@dataclass(frozen=True)
+class ContainerSeen:
+    """One container as the engine reported it."""
+
+    status: str  # created, running, exited, paused, restarting, dead
+    spec: str = ""  # the botbottle.spec label
+    pid: int = 0
+    netns: str = ""  # readlink /proc/<pid>/ns/net, when running
+    env: tuple[tuple[str, str], ...] = ()  # agent only: what the bottle set (secret)
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+@dataclass(frozen=True)
+class Seen:
+    """Everything a bottle is made of, as read from the host."""
+
+    network_subnet: str | None = None  # None: no network
+    resolver: ContainerSeen | None = None
+    holder: ContainerSeen | None = None
+    agent: ContainerSeen | None = None
+    rules_stamp: str = ""  # the stamp loaded in both families, "" when not (or unknown)
+    sealed: bool = False  # the namespace carries the seal
+    files: Mapping[str, str] = field(default_factory=dict)  # name -> sha256 of content
+
+
+# --------------------------------------------------------------------------- what is wanted
+
+
+@dataclass(frozen=True)
+class Want:
+    """The bottle as it should be."""
+
+    names: Names
+    state: str
+    subnet: str = ""
+    addresses: Mapping[str, str] = field(default_factory=dict)
+    files: Mapping[str, str] = field(default_factory=dict)  # name -> content
+    stamp: str = ""
+    policy_hash: str = ""
+    resolver_spec: str = ""
+    holder_spec: str = ""
+    agent_spec: str = ""
+    agent_env: tuple[tuple[str, str], ...] = ()
+    agent_create: Mapping[str, Any] = field(default_factory=dict)  # for the engine
+
+
+def digest(value: Any) -> str:
+    """A short stable hash of plain data (the ``botbottle.spec`` label's value)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def file_digest(content: str) -> str:
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+def dnsmasq_conf(name: str, policy: EgressPolicy, upstreams: Sequence[str], resolver: str) -> str:
+    """The resolver's whole configuration: the compiler's lines, then where to listen."""
+    lines = [
+        f"# bot-bottle: resolver of bottle {name}. It answers only the bottle's",
+        "# allowlisted names; everything else, and every name below an exact name, is",
+        "# NXDOMAIN, and nothing but allowlisted names is ever forwarded.",
+        *render_dnsmasq(policy, upstreams),
+        f"listen-address={resolver}",
+        "listen-address=127.0.0.1",
+        "bind-dynamic",
+        "no-poll",
+        "user=root",
+        "group=root",
+        "log-queries=extra",
+        "log-facility=/var/log/bottle/queries.log",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def resolv_conf(resolver: str) -> str:
+    return (
+        "# bot-bottle: the bottle's only resolver\n"
+        f"nameserver {resolver}\n"
+        "options ndots:0 timeout:2 attempts:2\n"
+    )
+
+
+def agent_argv(
+    image_entrypoint: Sequence[str] | None,
+    image_cmd: Sequence[str] | None,
+    command: Sequence[str] | None,
+) -> tuple[list[str], list[str]]:
+    """(entrypoint, cmd) of the agent: the seal guard in front of what the image would run.
+
+    The manifest's ``command`` replaces the image's CMD, as ``docker run IMAGE CMD`` does.
+    """
+    run = [*(image_entrypoint or []), *(command if command else (image_cmd or []))]
+    if not run:
+        raise PlanError(
+            "the agent image has no entrypoint or command and the manifest sets none; "
+            "set runtime.command"
+        )
+    return [GUARD_BINARY, "sh", "-c", GUARD_SCRIPT, "bottle-seal-guard"], run
+
+
+def want(
+    *,
+    name: str,
+    state: str,
+    policy: EgressPolicy,
+    subnet: str = "",
+    upstreams: Sequence[str] = (),
+    egress_network: str = "",
+    netutils_image_id: str = "",
+    guard_binary: str = "",
+    state_dir: str = "",
+    agent: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    host_addresses: Sequence[str] = (),
+) -> Want:
+    """The wanted bottle. ``agent`` holds the agent's non-secret settings (image id,
+    entrypoint and cmd as resolved, user, workdir, cpus, memory_mib, capabilities,
+    mounts, labels); ``env`` its environment (secret)."""
+    if state not in STATES:
+        raise PlanError(f"state {state!r} is not one of {', '.join(STATES)}")
+    names = Names(name)
+    if state == "absent":
+        return Want(names, state)
+    addresses = bottle_addresses(subnet)
+    directory = f"{state_dir}/{name}"
+    rules = render_firewall(
+        policy, addresses["resolver"], addresses["gateway"], host_addresses=host_addresses
+    )
+    files = {
+        "dnsmasq.conf": dnsmasq_conf(name, policy, upstreams, addresses["resolver"]),
+        "resolv.conf": resolv_conf(addresses["resolver"]),
+        "rules.ipv4": rules["ipv4"],
+        "rules.ipv6": rules["ipv6"],
+    }
+    resolver_spec = digest(
+        {
+            "image": netutils_image_id,
+            "argv": RESOLVER_ARGV,
+            "ip": addresses["resolver"],
+            "egress": egress_network,
+            "dir": directory,
+        }
+    )
+    holder_spec = digest(
+        {
+            "image": netutils_image_id,
+            "script": HOLDER_SCRIPT,
+            "ip": addresses["holder"],
+            "resolver": addresses["resolver"],
+            "dir": directory,
+        }
+    )
+    settings = dict(agent or {})
+    agent_spec = digest({"agent": settings, "guard": guard_binary, "dir": directory})
+    return Want(
+        names=names,
+        state=state,
+        subnet=subnet,
+        addresses=addresses,
+        files=files,
+        stamp=rules["stamp"],
+        policy_hash=policy.digest,
+        resolver_spec=resolver_spec,
+        holder_spec=holder_spec,
+        agent_spec=agent_spec,
+        agent_env=tuple(sorted((str(k), str(v)) for k, v in (env or {}).items())),
+        agent_create=settings,
+    )
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do, in order, and why (``changed_fields``); ``before``/``after`` for the diff."""
+
+    actions: tuple[str, ...]
+    changed_fields: tuple[str, ...]
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+
+def _container_state(seen: ContainerSeen | None) -> str:
+    return "absent" if seen is None else seen.status
+
+
+def describe(seen: Seen) -> dict[str, Any]:
+    """The bottle as the diff shows it (no secret: env by name only)."""
+    agent = seen.agent
+    return {
+        "network": seen.network_subnet or "absent",
+        "resolver": _container_state(seen.resolver),
+        "holder": _container_state(seen.holder),
+        "rules": seen.rules_stamp or "not loaded",
+        "sealed": seen.sealed,
+        "agent": _container_state(agent),
+        "agent_env": sorted(k for k, _ in agent.env) if agent else [],
+        "files": dict(sorted(seen.files.items())),
+    }
+
+
+def _after(want_: Want, agent_state: str) -> dict[str, Any]:
+    if want_.state == "absent":
+        return {
+            "network": "absent",
+            "resolver": "absent",
+            "holder": "absent",
+            "rules": "not loaded",
+            "sealed": False,
+            "agent": "absent",
+            "agent_env": [],
+            "files": {},
+        }
+    return {
+        "network": want_.subnet,
+        "resolver": "running",
+        "holder": "running",
+        "rules": want_.stamp,
+        "sealed": True,
+        "agent": agent_state,
+        "agent_env": sorted(k for k, _ in want_.agent_env),
+        "files": {k: file_digest(v) for k, v in sorted(want_.files.items())},
+    }
+
+
+def _plan_absent(seen: Seen) -> tuple[list[str], list[str]]:
+    actions = []
+    if seen.agent is not None:
+        actions.append("remove_agent")
+    if seen.holder is not None:
+        actions.append("remove_holder")
+    if seen.resolver is not None:
+        actions.append("remove_resolver")
+    if seen.network_subnet is not None:
+        actions.append("remove_network")
+    if seen.files:
+        actions.append("remove_files")
+    return actions, (["state"] if actions else [])
+
+
+def _plan_infrastructure(seen: Seen, want_: Want) -> tuple[list[str], list[str], bool]:
+    """Files, network, resolver, holder and rules. Returns (actions, fields, new namespace)."""
+    actions: list[str] = []
+    fields: list[str] = []
+    changed_files = sorted(k for k, v in want_.files.items() if seen.files.get(k) != file_digest(v))
+    if changed_files:
+        actions.append("write_files")
+        fields += [f"file:{k}" for k in changed_files]
+    network_new = seen.network_subnet != want_.subnet
+    if network_new:
+        if seen.network_subnet is not None:
+            # another subnet: everything on the network goes with it
+            actions += [a for a, c in _REMOVALS if getattr(seen, c) is not None]
+            actions.append("remove_network")
+        actions.append("create_network")
+        fields.append("network")
+    # resolver
+    resolver = None if network_new else seen.resolver
+    if resolver is None or resolver.spec != want_.resolver_spec:
+        if resolver is not None:
+            actions.append("remove_resolver")
+        actions += ["create_resolver", "wait_resolver"]
+        fields.append("resolver")
+    elif "dnsmasq.conf" in changed_files:
+        actions += ["restart_resolver", "wait_resolver"]
+        fields.append("resolver_config")
+    elif not resolver.running:
+        actions += ["start_resolver", "wait_resolver"]
+        fields.append("resolver_state")
+    # holder: a new or restarted holder loads the rules itself, then seals
+    holder = None if network_new else seen.holder
+    new_namespace = True
+    if holder is None or holder.spec != want_.holder_spec:
+        if holder is not None:
+            actions.append("remove_holder")
+        actions += ["create_holder", "check_rules"]
+        fields.append("holder")
+    elif not holder.running:
+        actions += ["start_holder", "check_rules"]
+        fields.append("holder_state")
+    else:
+        new_namespace = False
+        if seen.rules_stamp != want_.stamp or not seen.sealed:
+            actions += ["load_rules", "check_rules"]
+            fields.append("rules")
+    return actions, fields, new_namespace
+
+
+_REMOVALS = (
+    ("remove_agent", "agent"),
+    ("remove_holder", "holder"),
+    ("remove_resolver", "resolver"),
+)
+
+
+def _plan_agent(
+    seen: Seen, want_: Want, new_namespace: bool, network_new: bool
+) -> tuple[list[str], list[str], str]:
+    """The agent's actions, its fields, and the state it ends in."""
+    actions: list[str] = []
+    fields: list[str] = []
+    agent = None if network_new else seen.agent
+    run = want_.state == "started" or (
+        want_.state == "present" and agent is not None and agent.running
+    )
+    if agent is None or agent.spec != want_.agent_spec or agent.env != want_.agent_env:
+        if agent is not None:
+            actions.append("remove_agent")
+            fields.append("agent_env" if agent.spec == want_.agent_spec else "agent")
+        else:
+            fields.append("agent")
+        actions.append("create_agent")
+        if run:
+            actions.append("start_agent")
+        return actions, fields, "running" if run else "created"
+    holder_ns = seen.holder.netns if seen.holder is not None else ""
+    stale = agent.running and (new_namespace or (bool(holder_ns) and agent.netns != holder_ns))
+    if run and stale:
+        actions.append("restart_agent")
+        fields.append("agent_namespace")
+    elif run and not agent.running:
+        actions.append("start_agent")
+        fields.append("agent_state")
+    elif not run and agent.running:
+        actions.append("stop_agent")
+        fields.append("agent_state")
+    return actions, fields, "running" if run else _stopped(agent.status)
+
+
+def _stopped(status: str) -> str:
+    return status if status in ("created", "exited") else "exited"
+
+
+def plan(seen: Seen, want_: Want) -> Plan:
+    """What to do to make ``seen`` into ``want_``, in order."""
+    before = describe(seen)
+    if want_.state == "absent":
+        actions, fields = _plan_absent(seen)
+        return Plan(tuple(actions), tuple(fields), before, _after(want_, "absent"))
+    network_new = seen.network_subnet != want_.subnet
+    actions, fields, new_namespace = _plan_infrastructure(seen, want_)
+    agent_actions, agent_fields, agent_state = _plan_agent(seen, want_, new_namespace, network_new)
+    rebuilt = actions and "remove_agent" not in actions + agent_actions
+    if agent_actions and seen.agent is not None and seen.agent.running and rebuilt:
+        # the agent's network is being rebuilt: stop it first, start it last (fail closed)
+        actions.insert(0, "stop_agent")
+        if "restart_agent" in agent_actions:
+            agent_actions[agent_actions.index("restart_agent")] = "start_agent"
+    actions += agent_actions
+    fields += agent_fields
+    return Plan(tuple(actions), tuple(fields), before, _after(want_, agent_state))
+
+
+def parse_rules_dump(text: str, stamp: str) -> tuple[str, bool]:
+    """(loaded stamp or "", sealed) from the holder's :data:`READ_ARGV` output."""
+    v4, _, rest = text.partition("### ipv6")
+    v6, _, seal = rest.partition("### seal")
+    marker = f'--comment "{stamp}"'
+    loaded = stamp if stamp and marker in v4 and marker in v6 else ""
+    if not loaded:
+        found = _any_stamp(v4)
+        if found and f'--comment "{found}"' in v6:
+            loaded = found
+    return loaded, seal.strip() == SEAL
+
+
+def _any_stamp(text: str) -> str:
+    for line in text.splitlines():
+        start = line.find('--comment "bot-bottle-policy ')
+        if start != -1:
+            return line[start + len('--comment "') :].split('"', 1)[0]
+    return ""
+
+
+__all__ = [
+    "GUARD_BINARY",
+    "MANAGED_LABEL",
+    "SEAL",
+    "STATES",
+    "ContainerSeen",
+    "Names",
+    "Plan",
+    "PlanError",
+    "Seen",
+    "Want",
+    "agent_argv",
+    "describe",
+    "digest",
+    "file_digest",
+    "firewall_stamp",
+    "parse_rules_dump",
+    "plan",
+    "want",
+]

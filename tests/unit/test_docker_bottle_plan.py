@@ -1,0 +1,293 @@
+"""The Docker bottle's pure plan: every state, every kind of drift, and fail-closed ordering."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle import (
+    SEAL,
+    ContainerSeen,
+    PlanError,
+    Seen,
+    Want,
+    agent_argv,
+    file_digest,
+    parse_rules_dump,
+    plan,
+    want,
+)
+from botbottle.policy import build_policy
+
+POLICY = build_policy(["api.example.com"], ["cdn.example"])
+AGENT = {"image": "agent:1", "image_id": "sha256:aa", "entrypoint": [], "cmd": ["sleep", "inf"]}
+
+
+def wanted(state: str = "started", **changes: object) -> Want:
+    args: dict[str, object] = {
+        "name": "demo",
+        "state": state,
+        "policy": POLICY,
+        "subnet": "172.30.5.0/28",
+        "upstreams": ["192.0.2.53"],
+        "egress_network": "egress",
+        "netutils_image_id": "sha256:nn",
+        "guard_binary": "/var/lib/bb/.tools/busybox-nn",
+        "state_dir": "/var/lib/bb",
+        "agent": AGENT,
+        "env": {"TOKEN": "s3cret"},
+    }
+    args.update(changes)
+    return want(**args)  # type: ignore[arg-type]
+
+
+def running(
+    spec: str, netns: str = "net:[1]", env: tuple[tuple[str, str], ...] = ()
+) -> ContainerSeen:
+    return ContainerSeen(status="running", spec=spec, pid=10, netns=netns, env=env)
+
+
+def converged(w: Want | None = None) -> Seen:
+    """What a host holds after a successful run for ``w``."""
+    w = w or wanted()
+    return Seen(
+        network_subnet=w.subnet,
+        resolver=running(w.resolver_spec, "net:[7]"),
+        holder=running(w.holder_spec),
+        agent=running(w.agent_spec, env=w.agent_env),
+        rules_stamp=w.stamp,
+        sealed=True,
+        files={k: file_digest(v) for k, v in w.files.items()},
+    )
+
+
+def test_a_new_bottle_is_built_in_order_and_the_agent_starts_last() -> None:
+    todo = plan(Seen(), wanted())
+    assert todo.actions == (
+        "write_files",
+        "create_network",
+        "create_resolver",
+        "wait_resolver",
+        "create_holder",
+        "check_rules",
+        "create_agent",
+        "start_agent",
+    )
+    assert todo.after["agent"] == "running" and todo.after["sealed"] is True
+    assert todo.after["agent_env"] == ["TOKEN"]
+    assert "s3cret" not in repr(todo)  # env values never reach the plan's output
+
+
+def test_a_converged_bottle_needs_nothing() -> None:
+    todo = plan(converged(), wanted())
+    assert todo.actions == () and not todo.changed and todo.before == todo.after
+
+
+@pytest.mark.parametrize(
+    ("state", "agent_state", "actions", "after"),
+    [
+        ("started", "exited", ("start_agent",), "running"),
+        ("stopped", "running", ("stop_agent",), "exited"),
+        ("stopped", "exited", (), "exited"),
+        ("stopped", "created", (), "created"),
+        ("present", "running", (), "running"),
+        ("present", "exited", (), "exited"),
+    ],
+)
+def test_agent_run_state_transitions(
+    state: str, agent_state: str, actions: tuple[str, ...], after: str
+) -> None:
+    w = wanted(state)
+    seen = converged(w)
+    assert seen.agent is not None
+    seen = replace(seen, agent=replace(seen.agent, status=agent_state))
+    todo = plan(seen, w)
+    assert todo.actions == actions
+    assert todo.after["agent"] == after
+
+
+@pytest.mark.parametrize(
+    ("state", "starts"), [("stopped", False), ("present", False), ("started", True)]
+)
+def test_a_new_agent_is_started_only_when_started(state: str, starts: bool) -> None:
+    todo = plan(Seen(), wanted(state))
+    assert ("start_agent" in todo.actions) is starts
+    assert todo.actions[-1 if not starts else -2] == "create_agent"
+
+
+def test_absent_removes_everything_agent_first() -> None:
+    todo = plan(converged(), wanted("absent"))
+    assert todo.actions == (
+        "remove_agent",
+        "remove_holder",
+        "remove_resolver",
+        "remove_network",
+        "remove_files",
+    )
+    assert plan(Seen(), wanted("absent")).actions == ()
+
+
+def test_a_changed_allowlist_reloads_the_resolver_and_rules_and_keeps_the_agent() -> None:
+    old = wanted()
+    new = wanted(policy=build_policy(["api.example.com", "new.example.com"], ["cdn.example"]))
+    todo = plan(converged(old), new)
+    assert todo.actions == (
+        "write_files",
+        "restart_resolver",
+        "wait_resolver",
+        "load_rules",
+        "check_rules",
+    )
+    assert "agent" not in " ".join(todo.actions)
+    assert "file:dnsmasq.conf" in todo.changed_fields and "rules" in todo.changed_fields
+
+
+def test_flushed_rules_are_reloaded() -> None:
+    seen = replace(converged(), rules_stamp="")
+    assert plan(seen, wanted()).actions == ("load_rules", "check_rules")
+    unsealed = replace(converged(), sealed=False)
+    assert plan(unsealed, wanted()).actions == ("load_rules", "check_rules")
+
+
+def test_a_restarted_holder_moves_the_agent_into_the_new_namespace() -> None:
+    w = wanted()
+    seen = converged(w)
+    assert seen.holder is not None
+    seen = replace(seen, holder=replace(seen.holder, netns="net:[2]"))
+    todo = plan(seen, w)
+    assert todo.actions == ("restart_agent",)
+    assert todo.changed_fields == ("agent_namespace",)
+
+
+def test_a_stopped_holder_is_started_with_the_agent_stopped_first() -> None:
+    w = wanted()
+    seen = converged(w)
+    assert seen.holder is not None
+    seen = replace(seen, holder=replace(seen.holder, status="exited", netns=""), rules_stamp="")
+    todo = plan(seen, w)
+    assert todo.actions == ("stop_agent", "start_holder", "check_rules", "start_agent")
+
+
+def test_a_changed_holder_is_recreated_and_the_agent_rejoins_after_the_rules() -> None:
+    seen = converged()
+    assert seen.holder is not None
+    seen = replace(seen, holder=replace(seen.holder, spec="old"))
+    todo = plan(seen, wanted())
+    assert todo.actions == (
+        "stop_agent",
+        "remove_holder",
+        "create_holder",
+        "check_rules",
+        "start_agent",
+    )
+
+
+def test_resolver_drift() -> None:
+    seen = converged()
+    assert seen.resolver is not None
+    stopped = replace(seen, resolver=replace(seen.resolver, status="exited"))
+    assert plan(stopped, wanted()).actions == ("start_resolver", "wait_resolver")
+    other = replace(seen, resolver=replace(seen.resolver, spec="old"))
+    assert plan(other, wanted()).actions == (
+        "remove_resolver",
+        "create_resolver",
+        "wait_resolver",
+    )
+    gone = replace(seen, resolver=None)
+    assert plan(gone, wanted()).actions == ("create_resolver", "wait_resolver")
+
+
+def test_a_hand_edited_resolver_config_is_rewritten_and_reloaded() -> None:
+    seen = replace(converged(), files={**converged().files, "dnsmasq.conf": "tampered"})
+    todo = plan(seen, wanted())
+    assert todo.actions == ("write_files", "restart_resolver", "wait_resolver")
+
+
+def test_agent_drift_recreates_it() -> None:
+    w = wanted()
+    seen = converged(w)
+    assert seen.agent is not None
+    labels = replace(seen, agent=replace(seen.agent, spec="other-labels-or-image"))
+    assert plan(labels, w).actions == ("remove_agent", "create_agent", "start_agent")
+    env = replace(seen, agent=replace(seen.agent, env=(("TOKEN", "previous-secret-value"),)))
+    todo = plan(env, w)
+    assert todo.actions == ("remove_agent", "create_agent", "start_agent")
+    assert todo.changed_fields == ("agent_env",)
+    assert "previous-secret-value" not in repr(todo) and "s3cret" not in repr(todo)
+
+
+def test_a_new_subnet_rebuilds_everything() -> None:
+    seen = replace(converged(), network_subnet="172.30.9.0/28")
+    todo = plan(seen, wanted())
+    assert todo.actions[:4] == (
+        "remove_agent",
+        "remove_holder",
+        "remove_resolver",
+        "remove_network",
+    )
+    assert todo.actions[-2:] == ("create_agent", "start_agent")
+
+
+def test_the_agent_never_starts_before_the_rules_are_checked() -> None:
+    """Whatever is there, start/restart of the agent comes after check_rules when the
+    namespace is new or the rules are reloaded."""
+    w = wanted()
+    base = converged(w)
+    assert base.holder is not None and base.agent is not None
+    cases = [
+        Seen(),
+        replace(base, rules_stamp=""),
+        replace(base, holder=None),
+        replace(base, holder=replace(base.holder, status="exited")),
+        replace(base, agent=replace(base.agent, status="exited"), rules_stamp=""),
+        replace(base, network_subnet=None, holder=None, resolver=None),
+    ]
+    for seen in cases:
+        actions = list(plan(seen, w).actions)
+        for start in ("start_agent", "restart_agent"):
+            if start in actions and "check_rules" in actions:
+                assert actions.index("check_rules") < actions.index(start), actions
+        new_namespace = "check_rules" in actions and "load_rules" not in actions
+        if seen.agent is not None and seen.agent.running and new_namespace:
+            # a new namespace: the running agent is stopped (or removed) before anything else
+            assert actions[0] in ("stop_agent", "remove_agent"), actions
+
+
+def test_parse_rules_dump() -> None:
+    w = wanted()
+    marker = f'-A OUTPUT -m comment --comment "{w.stamp}"'
+    dump = f"*filter\n{marker}\nCOMMIT\n### ipv6\n*filter\n{marker}\nCOMMIT\n### seal\n{SEAL}\n"
+    assert parse_rules_dump(dump, w.stamp) == (w.stamp, True)
+    only_v4 = f"*filter\n{marker}\n### ipv6\n*filter\nCOMMIT\n### seal\n\n"
+    assert parse_rules_dump(only_v4, w.stamp) == ("", False)
+    old = wanted(policy=build_policy(["old.example"]))
+    assert parse_rules_dump(dump, old.stamp) == (w.stamp, True)  # reports what is loaded
+    assert parse_rules_dump("", w.stamp) == ("", False)
+
+
+def test_agent_argv_puts_the_guard_in_front() -> None:
+    entrypoint, cmd = agent_argv(["/entry"], ["default"], None)
+    assert entrypoint[0] == "/.bot-bottle/busybox" and cmd == ["/entry", "default"]
+    assert agent_argv(["/entry"], ["default"], ["mine"])[1] == ["/entry", "mine"]
+    assert agent_argv(None, ["sh"], None)[1] == ["sh"]
+    with pytest.raises(PlanError, match=r"runtime\.command"):
+        agent_argv(None, None, None)
+
+
+def test_want_refuses_unknown_states() -> None:
+    with pytest.raises(PlanError):
+        wanted("running")
+
+
+def test_files_hold_the_compiler_output() -> None:
+    w = wanted(
+        policy=build_policy(["a.example"], cidrs=["10.0.0.0/8"]), host_addresses=["192.0.2.9"]
+    )
+    assert "server=/a.example/192.0.2.53" in w.files["dnsmasq.conf"]
+    assert f"listen-address={w.addresses['resolver']}" in w.files["dnsmasq.conf"]
+    assert f"nameserver {w.addresses['resolver']}" in w.files["resolv.conf"]
+    rules = w.files["rules.ipv4"].splitlines()
+    assert rules.index(
+        "-A OUTPUT -d 192.0.2.9/32 -j REJECT --reject-with icmp-port-unreachable"
+    ) < rules.index("-A OUTPUT -d 10.0.0.0/8 -j ACCEPT")
