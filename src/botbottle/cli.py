@@ -144,6 +144,15 @@ def _print_problems(problems: Sequence[Problem], stream: TextIO) -> None:
         print("error: " + problem.format(), file=stream)
 
 
+def _resolve(paths: Sequence[str], err: TextIO) -> tuple[list[Bottle], list[Problem]]:
+    """resolve_all, printing what a folder holds but is skipped (a README.md) to ``err``."""
+    skipped: list[Problem] = []
+    bottles, problems = resolve_all(paths, warnings=skipped)
+    for warning in skipped:
+        print("warning: " + warning.format(), file=err)
+    return bottles, problems
+
+
 def _bottle_base(bottle: Bottle) -> dict[str, Any]:
     return {
         "name": bottle.name,
@@ -235,7 +244,7 @@ def _text_plan(entry: dict[str, Any], out: TextIO) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    bottles, problems = resolve_all(args.paths)
+    bottles, problems = _resolve(args.paths, err)
     if args.format == "json":
         json.dump(
             {
@@ -271,7 +280,7 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not args.paths:
         print("error: bottle plan needs manifest PATHs or -i INVENTORY", file=err)
         return EXIT_INVALID
-    bottles, problems = resolve_all(args.paths)
+    bottles, problems = _resolve(args.paths, err)
     try:
         entries = [_plan_entry(b, args) for b in bottles]
     except ValueError as exc:
@@ -338,9 +347,10 @@ def _print_status(status: dict[str, Any], fmt: str, out: TextIO) -> None:
     )
     for host in sorted(status):
         for row in status[host]:
+            mark = "" if row.get("state_ok", True) else f"  DRIFT: {row.get('reason', '')}"
             print(
                 f"{host:<20} {row['bottle']:<20} {row['backend']:<13} {row['state']:<9} "
-                f"{row['declared']:<9} {row['policy'] or '-'}",
+                f"{row['declared']:<9} {row['policy'] or '-'}{mark}",
                 file=out,
             )
 
@@ -384,7 +394,11 @@ def _cmd_fleet(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _status_report(stats: dict[str, Any], args: argparse.Namespace, out: TextIO, code: int) -> int:
-    _print_status(dict(stats.get("bottle_status") or {}), args.format, out)
+    status = dict(stats.get("bottle_status") or {})
+    _print_status(status, args.format, out)
+    drift = [row for rows in status.values() for row in rows if not row.get("state_ok", True)]
+    if drift and code == EXIT_OK:
+        return EXIT_FAILED  # drift or a backend that cannot be seen: not "all is well"
     return code
 
 

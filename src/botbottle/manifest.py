@@ -8,20 +8,34 @@ raises for bad input except :class:`ManifestError`, which carries the problems.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import errno
 import json
+import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import stat
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError
+from jsonschema.protocols import Validator
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
 
-from ansible_collections.botbottle.bottle.plugins.module_utils._bottle_env import entry_kind
+from ansible_collections.botbottle.bottle.plugins.module_utils._bottle_env import (
+    entry_kind,
+    host_variable,
+)
 from ansible_collections.botbottle.bottle.plugins.module_utils._runtime import (
     capability_refusal,
     mount_refusal,
@@ -35,7 +49,7 @@ from botbottle.policy import (
     normalize_name,
 )
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+NAME_RE = re.compile(r"[a-z][a-z0-9-]*")  # use fullmatch: "$" also matches before "\\n"
 MANIFEST_SUFFIXES = (".yml", ".yaml", ".md")
 _REMOVED_KEYS = {
     "role": "'role' on a route is reserved and rejected, as upstream bot-bottle does; remove it",
@@ -65,7 +79,7 @@ class Problem:
         text = f"{where}: {self.path}: {self.message}"
         if self.fix:
             text += f" (fix: {self.fix})"
-        return text
+        return text.replace("\r", "\\r").replace("\n", "\\n")  # one line, always
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,13 +132,16 @@ class Bottle:
 # --------------------------------------------------------------------------- paths
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
 def json_path(parts: Iterable[str | int]) -> str:
     """``["egress", "routes", 0, "host"]`` -> ``$.egress.routes[0].host``."""
     text = "$"
     for part in parts:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif re.match(r"^[A-Za-z_][A-Za-z0-9_-]*$", part):
+        elif _PLAIN_KEY.fullmatch(part):
             text += "." + part
         else:
             text += f"[{json.dumps(part)}]"
@@ -134,50 +151,422 @@ def json_path(parts: Iterable[str | int]) -> str:
 def _display(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop
         return str(path)
 
 
-def discover(paths: Sequence[str | Path]) -> tuple[list[Path], list[Problem]]:
+def _display_link(path: Path) -> str:
+    """``path`` shown without following its last component (a symlink)."""
+    return str(Path(_display(path.parent)) / path.name)
+
+
+def _not_a_file(path: Path) -> Problem | None:
+    """The problem with a path that is neither a folder nor a regular file, if it exists."""
+    shown = _display_link(path)
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return Problem(shown, "$", "symlink loop", "point the symlink at a manifest file")
+        if path.is_symlink():
+            target = os.readlink(path)
+            return Problem(
+                shown,
+                "$",
+                f"broken symlink (its target {target} does not exist)",
+                "point the symlink at a manifest file or remove it",
+            )
+        if exc.errno == errno.ENOENT:
+            return None
+        return Problem(shown, "$", f"cannot read: {exc.strerror}", "check its permissions")
+    return Problem(
+        shown,
+        "$",
+        "not a regular file",
+        "pass manifest files (.yml, .yaml, .md) or folders holding them",
+    )
+
+
+def _skipped(path: Path, why: str, fix: str) -> Problem:
+    return Problem(_display_link(path), "$", f"skipped: {why}", fix)
+
+
+def _scan(folder: Path, found: list[Path], problems: list[Problem], skipped: list[Problem]) -> None:
+    """Sort one folder's entries into manifests, problems and skipped entries."""
+    try:
+        children = sorted(folder.iterdir())
+    except OSError as exc:
+        problems.append(
+            Problem(
+                _display(folder),
+                "$",
+                f"cannot list the folder: {exc.strerror}",
+                "check its permissions",
+            )
+        )
+        return
+    for child in children:
+        if child.suffix not in MANIFEST_SUFFIXES:
+            if child.suffix.lower() in MANIFEST_SUFFIXES:
+                skipped.append(
+                    _skipped(
+                        child,
+                        f"the suffix {child.suffix} is not lower-case",
+                        f"rename it {child.stem}{child.suffix.lower()}",
+                    )
+                )
+        elif child.is_dir():
+            skipped.append(
+                _skipped(
+                    child,
+                    "a folder (folders are not searched recursively)",
+                    "pass the folder itself to check what it holds",
+                )
+            )
+        elif not child.is_file():
+            problem = _not_a_file(child)
+            if problem is not None:
+                problems.append(problem)
+        elif child.suffix == ".md" and not _has_front_matter(child):
+            skipped.append(
+                _skipped(
+                    child,
+                    "no YAML front matter, not a bottle",
+                    "if it is a bottle, start it with a line '---', the manifest, a line '---'",
+                )
+            )
+        else:
+            found.append(child)
+
+
+def discover(
+    paths: Sequence[str | Path], warnings: list[Problem] | None = None
+) -> tuple[list[Path], list[Problem]]:
     """Expand files and folders into manifest files (folders: not recursive).
 
-    In a folder, ``.md`` files without front matter (README.md and the like)
-    are documentation, not bottles, and are skipped.
+    Every entry of a folder that looks like a manifest (.yml, .yaml, .md) is either
+    returned or explained: broken symlinks, symlink loops and entries that are not
+    regular files are problems; ``.md`` files without front matter (README.md and
+    the like: documentation, not bottles), sub-folders and upper-case suffixes are
+    skipped and appended to ``warnings`` when given.
     """
     found: list[Path] = []
     problems: list[Problem] = []
+    skipped: list[Problem] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for child in sorted(path.iterdir()):
-                if child.suffix not in MANIFEST_SUFFIXES or not child.is_file():
-                    continue
-                if child.suffix == ".md" and not _has_front_matter(child):
-                    continue
-                found.append(child)
+            _scan(path, found, problems, skipped)
         elif path.is_file():
             found.append(path)
         else:
             problems.append(
-                Problem(
+                _not_a_file(path)
+                or Problem(
                     str(raw),
                     "$",
                     "no such file or folder",
                     "pass a manifest file (.yml, .yaml, .md) or a folder of them",
                 )
             )
+    if warnings is not None:
+        warnings.extend(skipped)
     return found, problems
+
+
+# --------------------------------------------------------------------------- loading
+
+# Limits that keep a hostile manifest cheap to refuse: the file's size is checked
+# before it is read, the rest while the YAML is composed (before any Python object
+# is built), so a bomb never gets expanded.
+MAX_MANIFEST_BYTES = 1024 * 1024
+MAX_YAML_DEPTH = 64
+MAX_YAML_VALUES = 50_000  # nodes, counted as if every alias were written out
+
+_YAML_TAG = "tag:yaml.org,2002:"
+_STR, _INT, _FLOAT, _BOOL, _NULL, _SEQ, _MAP, _MERGE, _TIMESTAMP, _VALUE = (
+    _YAML_TAG + name
+    for name in ("str", "int", "float", "bool", "null", "seq", "map", "merge", "timestamp", "value")
+)
+_NODE_TAGS: dict[type[yaml.Node], frozenset[str]] = {
+    yaml.ScalarNode: frozenset({_STR, _INT, _FLOAT, _BOOL, _NULL}),
+    yaml.SequenceNode: frozenset({_SEQ}),
+    yaml.MappingNode: frozenset({_MAP}),
+}
+_TAG_KINDS = {_INT: "a number", _FLOAT: "a number", _BOOL: "a boolean", _NULL: "null"}
+_PLAIN_DATA = "a manifest holds only strings, numbers, booleans, null, lists and mappings"
+
+_YamlPath = tuple[str | int, ...]
+
+
+class _RefusedError(Exception):
+    """Loading stops: the document is too deep, too big or holds a recursive alias."""
+
+    def __init__(self, line: int, path: _YamlPath, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.path = path
+        self.message = message
+        self.fix = fix
+
+
+def _tag_name(tag: str) -> str:
+    return "!!" + tag[len(_YAML_TAG) :] if tag.startswith(_YAML_TAG) else tag
+
+
+class _Composer(Composer, SafeConstructor, Resolver):
+    """Composes one manifest with limits, then builds it from the composed node.
+
+    Loading stops (:class:`_RefusedError`) at values nested deeper than
+    ``MAX_YAML_DEPTH``, a document of more than ``MAX_YAML_VALUES`` values with
+    every alias expanded, and an alias used inside the node it names. Collected as
+    problems: keys that are not plain strings, merge keys (``<<``), tags other than
+    str, int, float, bool, null, seq and map, numbers a tag cannot build, duplicate
+    keys. Implicit YAML 1.1 timestamps (``2024-01-01``) stay strings.
+    """
+
+    if TYPE_CHECKING:  # provided by the parser class mixed in below
+
+        def peek_event(self) -> Any: ...
+        def dispose(self) -> None: ...
+
+    def __init__(self, offset: int) -> None:
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+        self.offset = offset
+        self.problems: list[Problem] = []
+        self.lines: dict[_YamlPath, int] = {}
+        self._path: list[str | int] = []
+        self._depth = 0
+        self._values = 0  # values composed so far, aliases expanded
+        self._measure: dict[int, tuple[int, int]] = {}  # id(node): (values expanded, height)
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        tag = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        return _STR if tag in (_TIMESTAMP, _VALUE) else tag
+
+    def _line(self, mark: Any) -> int:
+        return int(mark.line) + 1 + self.offset
+
+    def _problem(self, line: int, path: _YamlPath, message: str, fix: str) -> None:
+        self.problems.append(Problem("", json_path(path), message, fix, line))
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()
+        is_key = isinstance(parent, yaml.MappingNode) and index is None
+        part: str | int | None = None
+        if isinstance(parent, yaml.SequenceNode):
+            part = int(index)
+        elif isinstance(parent, yaml.MappingNode) and index is not None:
+            part = str(index.value) if isinstance(index, yaml.ScalarNode) else "?"
+        if part is not None:
+            self._path.append(part)
+        path = tuple(self._path)
+        line = self._line(event.start_mark)
+        if not is_key:
+            where = index.start_mark if isinstance(index, yaml.Node) else event.start_mark
+            self.lines.setdefault(path, self._line(where))
+        if isinstance(event, yaml.AliasEvent):
+            node = self._alias(event, parent, index, path, line)
+        else:
+            node = self._new(parent, index, path, line, is_key)
+        if is_key and node is not None:
+            self._check_key(node, path)
+        if part is not None:
+            self._path.pop()
+        return node
+
+    def _alias(
+        self, event: Any, parent: yaml.Node | None, index: Any, path: _YamlPath, line: int
+    ) -> yaml.Node | None:
+        target = self.anchors.get(event.anchor)
+        if target is not None:
+            measure = self._measure.get(id(target))
+            if measure is None:
+                raise _RefusedError(
+                    line,
+                    path,
+                    f"alias *{event.anchor} is used inside the value it names (a recursive alias)",
+                    "remove the alias, or point it at a value defined before it",
+                )
+            if self._depth + measure[1] > MAX_YAML_DEPTH:
+                self._too_deep(line, path)
+            self._count(measure[0], line, path)
+        return super().compose_node(parent, index)
+
+    def _count(self, values: int, line: int, path: _YamlPath) -> None:
+        self._values += values
+        if self._values > MAX_YAML_VALUES:
+            raise _RefusedError(
+                line,
+                path,
+                f"the document holds more than {MAX_YAML_VALUES:,} values "
+                "(an alias counts as often as it is used)",
+                "write the values out instead of nesting aliases, or split the manifest",
+            )
+
+    def _too_deep(self, line: int, path: _YamlPath) -> None:
+        raise _RefusedError(
+            line,
+            path,
+            f"values nested more than {MAX_YAML_DEPTH} levels deep (aliases included)",
+            "flatten the structure: a manifest needs only a few levels",
+        )
+
+    def _new(
+        self, parent: yaml.Node | None, index: Any, path: _YamlPath, line: int, is_key: bool
+    ) -> yaml.Node | None:
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            self._too_deep(line, path)
+        start = self._values
+        self._count(1, line, path)
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        if node is None:
+            return None
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        height = max((self._measure[id(child)][1] for child in children), default=0)
+        self._measure[id(node)] = (self._values - start, height + 1)
+        if not is_key:
+            self._check_tag(node, path, line)
+        if isinstance(node, yaml.MappingNode):
+            self._check_duplicates(node, path)
+        return node
+
+    def _check_tag(self, node: yaml.Node, path: _YamlPath, line: int) -> None:
+        tag = node.tag
+        if tag == _MERGE and isinstance(node, yaml.ScalarNode):
+            node.tag = _STR  # '<<' as a value is text; as a key it is refused
+        elif tag not in _NODE_TAGS[type(node)]:
+            self._problem(line, path, f"the YAML tag {_tag_name(tag)} is not accepted", _PLAIN_DATA)
+        elif tag in (_INT, _FLOAT, _BOOL):
+            try:
+                self.yaml_constructors[tag](self, node)
+            except (ValueError, LookupError, ArithmeticError, yaml.YAMLError):
+                shown = repr(node.value) if len(node.value) <= 40 else repr(node.value[:37]) + "..."
+                self._problem(
+                    line,
+                    path,
+                    f"{shown} is not a valid {_tag_name(tag)}",
+                    "write a number of at most a few digits, true or false, or quote the value",
+                )
+
+    def _check_key(self, node: yaml.Node, path: _YamlPath) -> None:
+        line = self._line(node.start_mark)
+        if node.tag == _MERGE:
+            self._problem(
+                line,
+                (*path, "<<"),
+                "merge keys ('<<') are not accepted",
+                "write the keys out; to share settings between bottles use 'extends'",
+            )
+        elif not isinstance(node, yaml.ScalarNode):
+            kind = "list" if isinstance(node, yaml.SequenceNode) else "mapping"
+            self._problem(line, path, f"a key is a {kind}, not a string", "use strings as keys")
+        elif node.tag != _STR:
+            kind = _TAG_KINDS.get(node.tag, _tag_name(node.tag))
+            self._problem(
+                line,
+                (*path, str(node.value)),
+                f"key {node.value!r} is read as {kind}, not a string",
+                f"quote the key: {json.dumps(str(node.value))}",
+            )
+
+    def _check_duplicates(self, node: yaml.MappingNode, path: _YamlPath) -> None:
+        seen: set[str] = set()
+        for key_node, _value in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = str(key_node.value)
+            if key in seen:
+                self._problem(
+                    self._line(key_node.start_mark),
+                    (*path, key),
+                    f"duplicate key {key!r}",
+                    "keep one of the entries",
+                )
+            seen.add(key)
+
+
+class _PyLoader(_Composer, Reader, Scanner, Parser):
+    """The pure-Python YAML parser (PyYAML built without libyaml)."""
+
+    def __init__(self, stream: bytes, offset: int) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        _Composer.__init__(self, offset)
+
+
+_LOADER: Callable[[bytes, int], _Composer] = _PyLoader
+try:
+    from yaml._yaml import CParser
+
+    class _CLoader(_Composer, CParser):
+        """libyaml's parser (five times faster) with the composer above."""
+
+        def __init__(self, stream: bytes, offset: int) -> None:
+            CParser.__init__(self, stream)
+            _Composer.__init__(self, offset)
+
+    _LOADER = _CLoader
+except ImportError:  # pragma: no cover - PyYAML without libyaml
+    pass
+
+
+def _parse_yaml(text: str, offset: int, shown: str) -> tuple[Any, dict[_YamlPath, int]]:
+    """The data of one YAML document and the line of each value. Raises ManifestError."""
+    loader = _LOADER(text.encode("utf-8"), offset)
+    try:
+        node = loader.get_single_node()
+        if loader.problems:
+            raise ManifestError([dataclasses.replace(p, file=shown) for p in loader.problems])
+        data = loader.construct_document(node) if node is not None else None
+    except _RefusedError as exc:
+        raise ManifestError(
+            [Problem(shown, json_path(exc.path), exc.message, exc.fix, exc.line)]
+        ) from None
+    except yaml.YAMLError as exc:
+        line, reason = _yaml_error(exc, text, offset)
+        raise ManifestError(
+            [Problem(shown, "$", f"invalid YAML: {reason}", "fix the YAML syntax", line)]
+        ) from None
+    finally:
+        loader.dispose()
+    return data, loader.lines
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str, offset: int) -> tuple[int | None, str]:
+    """The line and a one-line reason of a YAML syntax error."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        where = text.encode("utf-8")[: exc.position].count(b"\n") + 1 + offset
+        return where, f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return None, " ".join(str(exc).split())
+    mark = exc.problem_mark
+    line = mark.line + 1 + offset if mark is not None else None
+    problem, context = exc.problem or "", exc.context or ""
+    if context and problem.startswith("but "):
+        reason = f"{context} {problem}"  # "expected a single document ... but found another"
+    elif context:
+        reason = f"{problem} ({context})"
+    else:
+        reason = problem or str(exc)
+    return line, " ".join(reason.split())
 
 
 def _has_front_matter(path: Path) -> bool:
     try:
-        with path.open(encoding="utf-8") as handle:
-            return handle.readline().rstrip("\r\n") == "---"
+        with path.open(encoding="utf-8-sig") as handle:
+            return handle.readline(64).rstrip() == "---"
     except (OSError, UnicodeDecodeError):
         return True  # let the loader report it
-
-
-# --------------------------------------------------------------------------- loading
 
 
 def _split_front_matter(text: str) -> tuple[str, int] | None:
@@ -191,37 +580,39 @@ def _split_front_matter(text: str) -> tuple[str, int] | None:
     return None
 
 
-def _line_map(
-    node: yaml.Node, offset: int
-) -> tuple[dict[tuple[str | int, ...], int], list[Problem]]:
-    lines: dict[tuple[str | int, ...], int] = {}
-    duplicates: list[Problem] = []
+def _read_text(path: Path, shown: str) -> str:
+    """The file's text (BOM stripped) if it is a regular UTF-8 file within the size limit."""
 
-    def walk(current: yaml.Node, path: tuple[str | int, ...]) -> None:
-        lines.setdefault(path, current.start_mark.line + 1 + offset)
-        if isinstance(current, yaml.MappingNode):
-            seen: set[str] = set()
-            for key_node, value_node in current.value:
-                key = str(key_node.value)
-                if key in seen:
-                    duplicates.append(
-                        Problem(
-                            "",
-                            json_path((*path, key)),
-                            f"duplicate key {key!r}",
-                            "keep one of the entries",
-                            key_node.start_mark.line + 1 + offset,
-                        )
-                    )
-                seen.add(key)
-                lines[(*path, key)] = key_node.start_mark.line + 1 + offset
-                walk(value_node, (*path, key))
-        elif isinstance(current, yaml.SequenceNode):
-            for index, item in enumerate(current.value):
-                walk(item, (*path, index))
+    def refuse(message: str, fix: str) -> ManifestError:
+        return ManifestError([Problem(shown, "$", message, fix)])
 
-    walk(node, ())
-    return lines, duplicates
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise refuse("not a regular file", "pass a manifest file (.yml, .yaml, .md)")
+        size = info.st_size
+        raw = b""
+        if size <= MAX_MANIFEST_BYTES:
+            with path.open("rb") as handle:
+                raw = handle.read(MAX_MANIFEST_BYTES + 1)
+            size = len(raw)
+    except OSError as exc:
+        raise refuse(
+            f"cannot read the file: {exc.strerror or exc}", "check the path and its permissions"
+        ) from None
+    if size > MAX_MANIFEST_BYTES:
+        raise refuse(
+            f"the file is {size:,} bytes, more than the limit of {MAX_MANIFEST_BYTES:,} bytes "
+            "(1 MiB) for a manifest",
+            "split it or trim it; a bottle manifest is a few kilobytes",
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise refuse(
+            f"the file is not UTF-8 (byte {exc.start}: {exc.reason})", "save the file as UTF-8"
+        ) from None
+    return text.removeprefix("\ufeff")
 
 
 def load_document(path: Path) -> Document:
@@ -239,7 +630,7 @@ def load_document(path: Path) -> Document:
                 )
             ]
         )
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise ManifestError(
             [
                 Problem(
@@ -251,19 +642,7 @@ def load_document(path: Path) -> Document:
                 )
             ]
         )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(
-            [
-                Problem(
-                    shown,
-                    "$",
-                    f"cannot read the file: {exc}",
-                    "check the path and that the file is UTF-8",
-                )
-            ]
-        ) from None
+    text = _read_text(path, shown)
     offset = 0
     if path.suffix == ".md":
         split = _split_front_matter(text)
@@ -279,16 +658,7 @@ def load_document(path: Path) -> Document:
                 ]
             )
         text, offset = split
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 + offset if mark is not None else None
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ManifestError(
-            [Problem(shown, "$", f"invalid YAML: {reason}", "fix the YAML syntax", line)]
-        ) from None
+    data, lines = _parse_yaml(text, offset, shown)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -302,13 +672,6 @@ def load_document(path: Path) -> Document:
                 )
             ]
         )
-    lines: dict[tuple[str | int, ...], int] = {}
-    if node is not None:
-        lines, duplicates = _line_map(node, offset)
-        if duplicates:
-            raise ManifestError(
-                [Problem(shown, d.path, d.message, d.fix, d.line) for d in duplicates]
-            )
     return Document(name=name, file=path, data=data, lines=lines)
 
 
@@ -365,10 +728,48 @@ def _format_checker() -> FormatChecker:
     return checker
 
 
+@lru_cache(maxsize=256)
+def _ecma_regex(pattern: str) -> re.Pattern[str]:
+    """A schema ``pattern`` (ECMA-262) as a Python regex that means the same.
+
+    In ECMA-262 ``$`` (no multiline flag) matches only at the very end; in Python it
+    also matches before a final newline, so ``^[a-z]+$`` would accept ``"a\\n"``.
+    Every unescaped ``$`` outside a character class becomes ``\\Z``.
+    """
+    out: list[str] = []
+    in_class = False
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            out.append(pattern[index : index + 2])
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "$":
+            char = r"\Z"
+        out.append(char)
+        index += 1
+    return re.compile("".join(out))
+
+
+def _ecma_pattern(
+    validator: Any, pattern: str, instance: Any, _schema: Any
+) -> Iterator[ValidationError]:
+    """The ``pattern`` keyword, with ECMA-262 anchors (jsonschema uses ``re.search``)."""
+    if validator.is_type(instance, "string") and not _ecma_regex(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
 @lru_cache(maxsize=1)
-def _validator() -> Draft202012Validator:
+def _validator() -> Validator:
     Draft202012Validator.check_schema(schema())
-    return Draft202012Validator(schema(), format_checker=_format_checker())
+    ecma = validators.extend(Draft202012Validator, {"pattern": _ecma_pattern})  # type: ignore[no-untyped-call]
+    checker: Validator = ecma(schema(), format_checker=_format_checker())
+    return checker
 
 
 _JSON_TYPES: tuple[tuple[type, str], ...] = (
@@ -455,7 +856,14 @@ def _wrong_type(f: _Failure) -> list[_Triple]:
     names = {"object": "mapping", "array": "list"}
     types = expected if isinstance(expected, list) else [expected]
     wanted = " or ".join(names.get(str(t), str(t)) for t in types)
-    return [(f.parts, f"expected a {wanted}, got {_json_type(f.instance)}", f.fix)]
+    article = "an" if wanted[:1] in ("a", "e", "i", "o", "u") else "a"
+    return [
+        (
+            f.parts,
+            f"expected {article} {wanted}, got {_json_type(f.instance)}",
+            f.fix or f"write {article} {wanted} here (quote a value meant as text)",
+        )
+    ]
 
 
 def _bad_format(f: _Failure) -> list[_Triple]:
@@ -508,11 +916,16 @@ def _describe(error: ValidationError) -> list[_Triple]:
         return [([*parts, name], f"key {name!r} is not a valid name here", failure.fix)]
     describer = _DESCRIBERS.get(str(error.validator))
     if describer is not None:
-        return describer(failure)
-    message = error.message
-    if _is_secret(failure.path):
-        message = f"the value is not valid ({error.validator})"
-    return [(parts, message, failure.fix)]
+        triples = describer(failure)
+    else:
+        message = error.message
+        if _is_secret(failure.path):
+            message = f"the value is not valid ({error.validator})"
+        triples = [(parts, message, failure.fix)]
+    return [
+        (where, message, fix or f"see docs/manifest.md for what {json_path(where)} accepts")
+        for where, message, fix in triples
+    ]
 
 
 def schema_problems(data: Mapping[str, Any], doc: Document | None, shown: str) -> list[Problem]:
@@ -565,92 +978,205 @@ def _parents(data: Mapping[str, Any]) -> list[str]:
     return [p for p in raw if isinstance(p, str)] if isinstance(raw, list) else []
 
 
-def _find_parent(directory: Path, name: str) -> list[Path]:
-    return [
-        directory / (name + suffix)
-        for suffix in MANIFEST_SUFFIXES
-        if (directory / (name + suffix)).is_file()
-    ]
+MAX_EXTENDS_DEPTH = 64  # documents on one extends chain, the bottle itself included
+
+
+def _real(path: Path) -> Path:
+    """The file behind ``path`` (symlinks resolved; never raises, even on a loop)."""
+    return Path(os.path.realpath(path))
+
+
+def _find_parent(directory: Path, name: str) -> tuple[list[Path], list[Path]]:
+    """Files named ``name`` in ``directory``, and broken symlinks (or loops) so named."""
+    found: list[Path] = []
+    broken: list[Path] = []
+    for suffix in MANIFEST_SUFFIXES:
+        candidate = directory / (name + suffix)
+        if candidate.is_file():
+            found.append(candidate)
+        elif candidate.is_symlink():
+            broken.append(candidate)
+    return found, broken
+
+
+def _chain_text(names: Sequence[str], separator: str = " -> ") -> str:
+    """``a -> b -> c``, shortened in the middle for a long chain."""
+    shown = list(names)
+    if len(shown) > 8:
+        shown = [*shown[:4], f"... ({len(names) - 6} more)", *shown[-2:]]
+    return separator.join(shown)
+
+
+@dataclass(frozen=True)
+class _Lineage:
+    """A document's linearised ancestors (``order``, itself last) and longest chain."""
+
+    order: list[Document]
+    chain: tuple[str, ...]  # names on the longest extends chain, this document first
+
+
+class _TooDeepError(Exception):
+    """An extends chain longer than ``MAX_EXTENDS_DEPTH``; ``chain`` lists it from the top."""
+
+    def __init__(self, chain: tuple[str, ...], memo: bool) -> None:
+        super().__init__(" -> ".join(chain))
+        self.chain = chain
+        self.memo = memo  # False: found by the recursion guard, a verdict on the top only
 
 
 class _Resolver:
-    """Loads documents once and linearises ``extends`` chains."""
+    """Loads, schema-checks and linearises each document once (keyed by its real path).
+
+    Everything is memoised, failures included, so a chain of N documents costs O(N)
+    and a diamond lattice is not walked once per path through it. One resolver is
+    shared by every bottle of a :func:`resolve_all` call.
+    """
 
     def __init__(self) -> None:
         self.documents: dict[Path, Document] = {}
+        self._load_failures: dict[Path, list[Problem]] = {}
+        self._checked: dict[Path, list[Problem]] = {}
+        self._lineages: dict[Path, _Lineage | list[Problem] | tuple[str, ...]] = {}
+        self._keys: dict[int, Path] = {}  # id(document): its real path
+        self._open: dict[Path, Document] = {}  # being linearised, outermost first
 
     def load(self, path: Path) -> Document:
-        key = path.resolve()
+        key = _real(path)
+        if key in self._load_failures:
+            raise ManifestError(self._load_failures[key])
         if key not in self.documents:
-            self.documents[key] = load_document(path)
+            try:
+                doc = load_document(path)
+            except ManifestError as exc:
+                self._load_failures[key] = exc.problems
+                raise
+            self.documents[key] = doc
+            self._keys[id(doc)] = key
         return self.documents[key]
 
-    def linearise(self, doc: Document, stack: tuple[str, ...] = ()) -> list[Document]:
+    def key(self, doc: Document) -> Path:
+        return self._keys.get(id(doc)) or _real(doc.file)
+
+    def check(self, doc: Document) -> None:
+        """Schema-check one document as written (once). Raises :class:`ManifestError`."""
+        key = self.key(doc)
+        if key not in self._checked:
+            self._checked[key] = schema_problems(doc.data, doc, _display(doc.file))
+        if self._checked[key]:
+            raise ManifestError(self._checked[key])
+
+    def linearise(self, doc: Document) -> list[Document]:
         """Ancestors first (parents folded left to right, diamonds once), ``doc`` last."""
-        chain = (*stack, doc.name)
+        try:
+            return self._lineage(doc).order
+        except _TooDeepError as exc:
+            where: list[str | int] = ["extends"]
+            raise ManifestError(
+                [
+                    Problem(
+                        _display(doc.file),
+                        json_path(where),
+                        f"extends chain longer than {MAX_EXTENDS_DEPTH} bottles: "
+                        + _chain_text(exc.chain),
+                        "flatten the chain: fold some parents into one file",
+                        doc.line_of(where),
+                    )
+                ]
+            ) from None
+
+    def _lineage(self, doc: Document) -> _Lineage:
+        key = self.key(doc)
+        known = self._lineages.get(key)
+        if isinstance(known, _Lineage):
+            return known
+        if isinstance(known, list):
+            raise ManifestError(known)
+        if isinstance(known, tuple):
+            raise _TooDeepError(known, memo=True)
+        if len(self._open) >= MAX_EXTENDS_DEPTH:
+            raise _TooDeepError((doc.name,), memo=False)
+        self._open[key] = doc
+        try:
+            lineage = self._fold(doc)
+        except _TooDeepError as exc:
+            chain = (doc.name, *exc.chain)[: MAX_EXTENDS_DEPTH + 1]
+            if exc.memo:
+                self._lineages[key] = chain
+            raise _TooDeepError(chain, exc.memo) from None
+        except ManifestError as exc:
+            self._lineages[key] = exc.problems
+            raise
+        finally:
+            del self._open[key]
+        if len(lineage.chain) > MAX_EXTENDS_DEPTH:
+            too_deep = lineage.chain[: MAX_EXTENDS_DEPTH + 1]
+            self._lineages[key] = too_deep
+            raise _TooDeepError(too_deep, memo=True)
+        self._lineages[key] = lineage
+        return lineage
+
+    def _fold(self, doc: Document) -> _Lineage:
         order: list[Document] = []
+        seen: set[Path] = set()
+        longest: tuple[str, ...] = ()
         for index, parent in enumerate(_parents(doc.data)):
             where: list[str | int] = (
                 ["extends", index] if isinstance(doc.data.get("extends"), list) else ["extends"]
             )
-            shown = _display(doc.file)
-            if parent in chain:
-                cycle = " -> ".join((*chain[chain.index(parent) :], parent))
-                raise ManifestError(
-                    [
-                        Problem(
-                            shown,
-                            json_path(where),
-                            f"extends cycle: {cycle}",
-                            f"remove 'extends: {parent}' or break the loop elsewhere",
-                            doc.line_of(where),
-                        )
-                    ]
-                )
-            candidates = _find_parent(doc.file.parent, parent)
-            if not candidates:
-                raise ManifestError(
-                    [
-                        Problem(
-                            shown,
-                            json_path(where),
-                            "parent bottle {!r} not found (chain: {}; looked for {}.yml, "
-                            "{}.yaml, {}.md in {})".format(
-                                parent,
-                                " -> ".join((*chain, parent)),
-                                parent,
-                                parent,
-                                parent,
-                                _display(doc.file.parent),
-                            ),
-                            f"create {parent}.yml next to {doc.file.name} or fix the name",
-                            doc.line_of(where),
-                        )
-                    ]
-                )
-            if len(candidates) > 1:
-                raise ManifestError(
-                    [
-                        Problem(
-                            shown,
-                            json_path(where),
-                            "parent bottle {!r} is ambiguous: {}".format(
-                                parent, ", ".join(c.name for c in candidates)
-                            ),
-                            f"keep only one file named {parent}",
-                            doc.line_of(where),
-                        )
-                    ]
-                )
-            parent_doc = self.load(candidates[0])
-            problems = schema_problems(parent_doc.data, parent_doc, _display(parent_doc.file))
-            if problems:
-                raise ManifestError(problems)
-            for ancestor in self.linearise(parent_doc, chain):
-                if all(ancestor.file.resolve() != o.file.resolve() for o in order):
+            parent_doc = self._parent(doc, parent, where)
+            lineage = self._lineage(parent_doc)
+            for ancestor in lineage.order:
+                ancestor_key = self.key(ancestor)
+                if ancestor_key not in seen:
+                    seen.add(ancestor_key)
                     order.append(ancestor)
+            if len(lineage.chain) > len(longest):
+                longest = lineage.chain
         order.append(doc)
-        return order
+        return _Lineage(order, (doc.name, *longest))
+
+    def _parent(self, doc: Document, parent: str, where: list[str | int]) -> Document:
+        """The parent document ``parent`` of ``doc``, loaded and schema-checked."""
+        shown = _display(doc.file)
+        names = [d.name for d in self._open.values()]
+
+        def refuse(message: str, fix: str) -> ManifestError:
+            return ManifestError(
+                [Problem(shown, json_path(where), message, fix, doc.line_of(where))]
+            )
+
+        candidates, broken = _find_parent(doc.file.parent, parent)
+        if broken and not candidates:
+            raise refuse(
+                f"parent bottle {parent!r} is a broken symlink or a symlink loop: "
+                + ", ".join(_display_link(b) for b in broken),
+                f"point {broken[0].name} at an existing manifest or remove it",
+            )
+        if not candidates:
+            raise refuse(
+                f"parent bottle {parent!r} not found (chain: {_chain_text([*names, parent])}; "
+                f"looked for {parent}.yml, {parent}.yaml, {parent}.md in "
+                f"{_display(doc.file.parent)})",
+                f"create {parent}.yml next to {doc.file.name} or fix the name",
+            )
+        if len(candidates) > 1:
+            raise refuse(
+                "parent bottle {!r} is ambiguous: {}".format(
+                    parent, ", ".join(c.name for c in candidates)
+                ),
+                f"keep only one file named {parent}",
+            )
+        target = _real(candidates[0])
+        if target in self._open:
+            on_cycle = list(self._open)
+            cycle = [self._open[k].name for k in on_cycle[on_cycle.index(target) :]]
+            message = f"extends cycle: {_chain_text([*cycle, parent])}"
+            if candidates[0].is_symlink():
+                message += f" ({candidates[0].name} is a symlink to {_display(target)})"
+            raise refuse(message, f"remove 'extends: {parent}' or break the loop elsewhere")
+        parent_doc = self.load(candidates[0])
+        self.check(parent_doc)
+        return parent_doc
 
 
 def merge(documents: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -709,14 +1235,13 @@ def resolve(path: str | Path, resolver: _Resolver | None = None) -> Bottle:
     resolver = resolver or _Resolver()
     doc = resolver.load(Path(path))
     shown = _display(doc.file)
-    problems = schema_problems(doc.data, doc, shown)
-    if problems:
-        raise ManifestError(problems)
+    resolver.check(doc)
     chain = resolver.linearise(doc)
     merged = merge([d.data for d in chain])
-    problems = schema_problems(merged, None, shown)
+    # A bottle without parents was checked as written just above.
+    problems = schema_problems(merged, None, shown) if len(chain) > 1 else []
     if problems:
-        parents = ", ".join(_display(d.file) for d in chain[:-1])
+        parents = _chain_text([_display(d.file) for d in chain[:-1]], ", ")
         raise ManifestError(
             [
                 Problem(
@@ -736,9 +1261,26 @@ def resolve(path: str | Path, resolver: _Resolver | None = None) -> Bottle:
     )
 
 
-def resolve_all(paths: Sequence[str | Path]) -> tuple[list[Bottle], list[Problem]]:
-    """Resolve every manifest under ``paths``; collect problems instead of stopping."""
-    files, problems = discover(paths)
+def resolve_all(
+    paths: Sequence[str | Path], warnings: list[Problem] | None = None
+) -> tuple[list[Bottle], list[Problem]]:
+    """Resolve every manifest under ``paths``; collect problems instead of stopping.
+
+    Files a folder holds but that are not bottles (a README.md) are skipped and, if
+    ``warnings`` is given, appended to it. Parents shared by several bottles are
+    loaded and checked once; a problem shared by several bottles is reported once.
+    """
+    files, found = discover(paths, warnings)
+    problems: list[Problem] = []
+    reported: set[Problem] = set()
+
+    def report(new: Iterable[Problem]) -> None:
+        for problem in new:
+            if problem not in reported:
+                reported.add(problem)
+                problems.append(problem)
+
+    report(found)
     bottles: list[Bottle] = []
     resolver = _Resolver()
     names: dict[str, Path] = {}
@@ -746,17 +1288,19 @@ def resolve_all(paths: Sequence[str | Path]) -> tuple[list[Bottle], list[Problem
         try:
             bottle = resolve(file, resolver)
         except ManifestError as exc:
-            problems.extend(exc.problems)
+            report(exc.problems)
             continue
-        if bottle.name in names and names[bottle.name].resolve() != file.resolve():
-            problems.append(
-                Problem(
-                    _display(file),
-                    "$",
-                    f"bottle name {bottle.name!r} is also defined by "
-                    f"{_display(names[bottle.name])}",
-                    "keep one file per bottle name",
-                )
+        if bottle.name in names and _real(names[bottle.name]) != _real(file):
+            report(
+                [
+                    Problem(
+                        _display(file),
+                        "$",
+                        f"bottle name {bottle.name!r} is also defined by "
+                        f"{_display(names[bottle.name])}",
+                        "keep one file per bottle name",
+                    )
+                ]
             )
             continue
         names[bottle.name] = file
@@ -780,7 +1324,7 @@ def env_summary(manifest: Mapping[str, Any]) -> dict[str, dict[str, str]]:
         text = str(value)
         kind = entry_kind(text)
         if kind == "host":
-            summary[name] = {"kind": kind, "variable": text[2:-1]}
+            summary[name] = {"kind": kind, "variable": str(host_variable(text))}
         elif kind == "prompt":
             summary[name] = {"kind": kind, "prompt": text[1:] or name}
         else:

@@ -123,7 +123,7 @@ def test_plan_bad_upstream_is_invalid_input() -> None:
 
 
 def test_internal_errors_exit_1_without_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(_paths: object) -> object:
+    def boom(_paths: object, **_kwargs: object) -> object:
         raise RuntimeError("kaboom")
 
     monkeypatch.setattr(cli, "resolve_all", boom)

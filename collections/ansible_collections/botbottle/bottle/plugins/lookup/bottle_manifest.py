@@ -9,6 +9,7 @@ from typing import Any
 
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
+from ansible.utils.display import Display
 
 try:
     from botbottle.manifest import env_summary, resolve_all
@@ -108,7 +109,10 @@ def _load(paths: list[str], states: dict[str, str] | None = None) -> list[dict[s
             f"controller ({_IMPORT_ERROR}); install it with 'pip install -e .' in the bot-bottle "
             "checkout"
         )
-    bottles, problems = resolve_all(paths)
+    skipped: list[Any] = []
+    bottles, problems = resolve_all(paths, warnings=skipped)
+    for warning in skipped:
+        Display().warning(f"bottle_manifest: {warning.format()}")
     if problems:
         raise AnsibleLookupError(
             "invalid bottle manifests:\n" + "\n".join(p.format() for p in problems)

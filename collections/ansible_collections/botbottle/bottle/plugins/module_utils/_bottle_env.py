@@ -17,17 +17,24 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-_HOST_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+# Exactly "${" NAME "}" (fullmatch: "$" would also match before a final newline).
+_HOST_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class EnvError(ValueError):
     """An env entry cannot be resolved; the message names the variable and the fix."""
 
 
+def host_variable(value: Any) -> str | None:
+    """The host variable NAME of a ``${NAME}`` entry, else None."""
+    match = _HOST_REF.fullmatch(str(value))
+    return match.group(1) if match else None
+
+
 def entry_kind(value: Any) -> str:
     """``literal``, ``host`` or ``prompt``."""
     text = str(value)
-    if _HOST_REF.match(text):
+    if host_variable(text) is not None:
         return "host"
     if text.startswith("?"):
         return "prompt"
@@ -50,9 +57,8 @@ def resolve_env(
             resolved[name] = text
             continue
         if kind == "host":
-            match = _HOST_REF.match(text)
-            assert match is not None
-            variable = match.group(1)
+            variable = host_variable(text)
+            assert variable is not None
             if variable not in environ:
                 raise EnvError(
                     f"{where}env {name} copies host variable {variable}, which is not set; "
