@@ -407,6 +407,68 @@ def bench_policy(bench: Bench) -> None:
     }
 
 
+def _chain(base: Path, depth: int) -> Path:
+    """A chain of ``depth`` manifests, each extending the one before; the last one."""
+    folder = base / f"chain{depth}"
+    folder.mkdir(exist_ok=True)
+    (folder / "c0.yml").write_text("runtime:\n  command: [sleep, infinity]\n")
+    for i in range(1, depth):
+        (folder / f"c{i}.yml").write_text(f"extends: c{i - 1}\nenv:\n  V{i}: x\n")
+    return folder / f"c{depth - 1}.yml"
+
+
+def _diamond(base: Path, levels: int) -> Path:
+    """``levels`` levels of two manifests, each extending both of the level below."""
+    folder = base / f"diamond{levels}"
+    folder.mkdir(exist_ok=True)
+    for side in "ab":
+        (folder / f"l0{side}.yml").write_text("runtime:\n  command: [sleep, infinity]\n")
+    for i in range(1, levels):
+        for side in "ab":
+            (folder / f"l{i}{side}.yml").write_text(
+                f"extends: [l{i - 1}a, l{i - 1}b]\nenv:\n  V{i}{side}: x\n"
+            )
+    top = folder / "top.yml"
+    top.write_text(f"extends: [l{levels - 1}a, l{levels - 1}b]\n")
+    return top
+
+
+# Extends sizes, each against a tenth of its size; the longest chain stays within the
+# 64-bottle limit (a 200-deep chain is refused: timed too, as the refusal's cost).
+CHAIN_DEPTHS = (6, 60)
+DIAMOND_LEVELS = (2, 20)
+REFUSED_DEPTH = 200
+
+
+def bench_extends(bench: Bench) -> None:
+    """Validate extends chains and diamond lattices: time per level against 1/10 the size."""
+
+    def validate(path: Path, valid: bool = True) -> Callable[[], None]:
+        def run() -> None:
+            bottles, problems = resolve_all([path])
+            if bool(bottles) != valid or bool(problems) == valid:
+                raise RuntimeError(f"{path}: unexpected result {problems[:1]}")
+
+        return run
+
+    figures: dict[str, Any] = {}
+    for kind, make, (small, big) in (
+        ("chain", _chain, CHAIN_DEPTHS),
+        ("diamond", _diamond, DIAMOND_LEVELS),
+    ):
+        times = {n: _median_time(validate(make(bench.work, n)), bench.runs) for n in (small, big)}
+        figures[f"{kind}_{small}_s"] = times[small]
+        figures[f"{kind}_{big}_s"] = times[big]
+        figures[f"{kind}_per_level_ratio"] = ratio(
+            times[big]["median"] / big, times[small]["median"] / small
+        )
+    refused = _chain(bench.work, REFUSED_DEPTH)
+    figures[f"chain_{REFUSED_DEPTH}_refused_s"] = _median_time(
+        validate(refused, valid=False), bench.runs
+    )
+    bench.results["extends"] = figures
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -480,6 +542,17 @@ def table(results: dict[str, Any]) -> list[str]:
             f"validate 1,000 manifests {_fmt(p['validate_1000_manifests_s'])}; per-manifest "
             f"ratio to 10 {p['validate_per_manifest_ratio']:.2f}",
         ]
+    if "extends" in results:
+        e = results["extends"]
+        (small, big), (few, many) = CHAIN_DEPTHS, DIAMOND_LEVELS
+        lines += [
+            f"validate a {big}-deep extends chain {_fmt(e[f'chain_{big}_s'])}; per-level "
+            f"ratio to {small} deep {e['chain_per_level_ratio']:.2f}",
+            f"validate a {many}-level extends diamond {_fmt(e[f'diamond_{many}_s'])}; "
+            f"per-level ratio to {few} levels {e['diamond_per_level_ratio']:.2f}",
+            f"refuse a {REFUSED_DEPTH}-deep extends chain "
+            f"{_fmt(e[f'chain_{REFUSED_DEPTH}_refused_s'])}",
+        ]
     return lines
 
 
@@ -495,7 +568,7 @@ def _parser() -> argparse.ArgumentParser:
         help="time the no-op re-run only up to this many bottles (default 50)",
     )
     parser.add_argument("--dnsperf-seconds", type=int, default=5)
-    parser.add_argument("--only", help="comma-separated: policy,bringup,scale,resolver")
+    parser.add_argument("--only", help="comma-separated: policy,extends,bringup,scale,resolver")
     parser.add_argument(
         "--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json"
     )
@@ -509,10 +582,10 @@ def _write(path: Path, report: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    only = set((args.only or "policy,bringup,scale,resolver").split(","))
+    only = set((args.only or "policy,extends,bringup,scale,resolver").split(","))
     with tempfile.TemporaryDirectory(prefix="bottle-bench-") as tmp:
         work = Path(tmp)
-        docker_needed = bool(only - {"policy"})
+        docker_needed = bool(only - {"policy", "extends"})
         servers: list[Any] = []
         upstream = ""
         if docker_needed:
@@ -525,6 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench = Bench(work, upstream, args.runs, log=lambda m: print(f"bench: {m}", flush=True))
         sections: dict[str, Callable[[], None]] = {
             "policy": lambda: bench_policy(bench),
+            "extends": lambda: bench_extends(bench),
             "bringup": lambda: bench_bringup(bench),
             "scale": lambda: bench_scale(
                 bench, [int(s) for s in args.sizes.split(",")], args.runs_50, args.noop_max

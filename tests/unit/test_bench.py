@@ -58,3 +58,23 @@ def test_table_names_each_figure_with_its_baseline() -> None:
     assert any("baseline script" in line for line in lines)
     assert any(line.startswith("converge 50 bottle(s)") for line in lines)
     assert lines[-1] == "per-bottle growth 50 vs 10: 1.33"
+
+
+def test_extends_rows_name_the_sizes_and_ratios() -> None:
+    stats = summarize([0.01, 0.02])
+    results = {
+        "extends": {
+            "chain_6_s": stats,
+            "chain_60_s": stats,
+            "chain_per_level_ratio": 0.1,
+            "diamond_2_s": stats,
+            "diamond_20_s": stats,
+            "diamond_per_level_ratio": 0.1,
+            "chain_200_refused_s": stats,
+        }
+    }
+    lines = table(results)
+    assert lines[0].startswith("validate a 60-deep extends chain")
+    assert lines[0].endswith("per-level ratio to 6 deep 0.10")
+    assert lines[1].startswith("validate a 20-level extends diamond")
+    assert lines[2].startswith("refuse a 200-deep extends chain")
