@@ -37,6 +37,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import (
+    BOTTLE_LABEL,
+    COMPONENT_LABEL,
+    MANAGED_LABEL,
+    MANAGED_VALUE,
+    POLICY_LABEL,
+    SPEC_LABEL,
+    STATES,
+    object_name,
+)
 from ansible_collections.botbottle.bottle.plugins.module_utils._docker_net import (
     bottle_addresses,
 )
@@ -46,15 +56,6 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     render_dnsmasq,
     render_firewall,
 )
-
-STATES = ("absent", "present", "stopped", "started")
-
-MANAGED_LABEL = "botbottle.managed-by"
-MANAGED_VALUE = "bot-bottle"
-BOTTLE_LABEL = "botbottle.bottle"
-COMPONENT_LABEL = "botbottle.component"
-POLICY_LABEL = "botbottle.policy"
-SPEC_LABEL = "botbottle.spec"
 
 #: The loopback alias that marks a namespace whose rules are loaded.
 SEAL = "bot-bottle-sealed"
@@ -112,19 +113,19 @@ class Names:
 
     @property
     def agent(self) -> str:
-        return f"bottle-{self.bottle}"
+        return object_name(self.bottle)
 
     @property
     def network(self) -> str:
-        return f"bottle-{self.bottle}"
+        return object_name(self.bottle)
 
     @property
     def holder(self) -> str:
-        return f"bottle-{self.bottle}-net"
+        return object_name(self.bottle, "net")
 
     @property
     def resolver(self) -> str:
-        return f"bottle-{self.bottle}-resolver"
+        return object_name(self.bottle, "resolver")
 
 
 # --------------------------------------------------------------------------- what is there
@@ -514,9 +515,14 @@ def _any_stamp(text: str) -> str:
 
 
 __all__ = [
+    "BOTTLE_LABEL",
+    "COMPONENT_LABEL",
     "GUARD_BINARY",
     "MANAGED_LABEL",
+    "MANAGED_VALUE",
+    "POLICY_LABEL",
     "SEAL",
+    "SPEC_LABEL",
     "STATES",
     "ContainerSeen",
     "Names",
