@@ -2,12 +2,14 @@
 
 The probe is compiled from the role's source exactly as the bottle_verify role
 compiles it (gcc -static), then asked about a fake upstream on 127.0.0.1, a closed
-port, and the responder bound to a loopback address. Nothing leaves the machine.
+port, the responder bound to a loopback address, and the capability sets of its own
+process and of PID 1. Nothing leaves the machine.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -17,11 +19,20 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.botbottle.bottle.plugins.module_utils._probe import (
+    capability_check,
+    evaluate,
+)
 from ansible_collections.botbottle.bottle.plugins.module_utils._probe_exec import (
     ProbeError,
     on_host,
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._responder import Responder
+from ansible_collections.botbottle.bottle.plugins.module_utils._runtime import (
+    CAPABILITY_BITS,
+    capabilities_in_mask,
+    forbidden_in_mask,
+)
 from tests.fake_upstream import serve
 
 pytestmark = pytest.mark.integration
@@ -159,6 +170,60 @@ def test_unlink_removes_the_probe_itself(probe: Path, tmp_path: Path) -> None:
     shutil.copy2(probe, copy)
     [row] = _run(copy, "unlink")
     assert row == {"op": "unlink", "removed": True} and not copy.exists()
+
+
+_CAP_FIELDS = (("eff", "CapEff"), ("prm", "CapPrm"), ("bnd", "CapBnd"))
+
+
+def _masks(status: str) -> dict[str, str]:
+    """The masks of a /proc/PID/status text, keyed as the probe keys them."""
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    return {key: fields[field].strip() for key, field in _CAP_FIELDS}
+
+
+def test_caps_reads_the_real_capability_sets_of_itself_and_pid_1(probe: Path) -> None:
+    [row] = _run(probe, "caps")
+    assert row["op"] == "caps" and row["outcome"] == "read"
+    # a sibling process started the same way holds the same sets; PID 1 is this machine's
+    sibling = subprocess.run(
+        ["cat", "/proc/self/status"], capture_output=True, text=True, check=True
+    ).stdout
+    assert row["self"] == _masks(sibling)
+    assert row["init"] == _masks(Path("/proc/1/status").read_text())
+    for process in ("self", "init"):
+        for mask in row[process].values():
+            assert len(mask) == 16
+            names = capabilities_in_mask(mask)
+            known = sum(1 << CAPABILITY_BITS[n] for n in names if n in CAPABILITY_BITS)
+            unknown = sum(int(n.split()[1], 16) for n in names if n.startswith("bits "))
+            assert known | unknown == int(mask, 16)  # the names decode back to the mask
+
+
+@pytest.mark.parametrize(
+    ("hide", "errno"),
+    [
+        ("mount --bind /dev/null /proc/1/status", "No data available"),  # no Cap* lines
+        ("mount -t tmpfs none /proc", "No such file or directory"),  # no /proc at all
+    ],
+)
+def test_caps_reports_unreadable_masks_as_an_error_the_suite_never_passes(
+    probe: Path, hide: str, errno: str
+) -> None:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("hiding /proc from the probe takes root and unshare (a mount namespace)")
+    proc = subprocess.run(
+        ["unshare", "--mount", "sh", "-ec", f'{hide} && exec "$0" caps', str(probe)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    row = json.loads(proc.stdout)
+    assert row["outcome"] == "error" and row["errno"] == errno
+    assert row["init"] == {"errno": errno}
+    [result] = evaluate([capability_check()], {"capabilities": row}, {})
+    # what was read still counts: this test's own sets leak when it runs with full privileges
+    leaks = "eff" in row["self"] and any(forbidden_in_mask(m) for m in row["self"].values())
+    assert result.verdict == ("leak" if leaks else "inconclusive")
 
 
 def test_the_responder_answers_dns_and_accepts_dot_while_it_runs(probe: Path) -> None:

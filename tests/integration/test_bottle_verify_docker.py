@@ -3,9 +3,10 @@
 The bottle's literal "internet" resolver is a fake upstream this test runs on the
 gateway of its own egress network (on this machine); no query leaves the machine.
 The suite must pass on the real bottle, and fail - exit 1, naming the leaks - on
-a bottle whose firewall was flushed behind bot-bottle's back; `bottle up` then
-restores it. The audit must show an encoded query the agent made, flagged, and
-never the agent's secret.
+a bottle whose firewall was flushed behind bot-bottle's back, or whose agent was
+started with NET_ADMIN (which could flush it); `bottle up` then restores it. The
+audit must show an encoded query the agent made, flagged, and never the agent's
+secret.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def test_the_example_bottle_is_sealed(inventory: Path) -> None:
         f"literal-{GATEWAY}-udp",
         f"literal-{GATEWAY}-tcp",
         f"literal-{GATEWAY}-connect",
+        "capabilities",
     ):
         assert verdicts.get(name) == "pass", (name, output)
     # the probe left nothing behind in the agent
@@ -183,3 +185,75 @@ def test_a_weakened_bottle_fails_verify_and_up_restores_it(inventory: Path) -> N
     assert "Load the rule sets" in up.stdout
     code, data, output = verify(inventory)
     assert code == 0 and data["verdict"] == "sealed", output
+
+
+def _capabilities(data: dict[str, Any]) -> dict[str, Any]:
+    [row] = data["hosts"]["localhost"]
+    [check] = [c for c in row["results"] if c["name"] == "capabilities"]
+    return dict(check)
+
+
+def test_an_agent_started_with_net_admin_fails_verify(inventory: Path) -> None:
+    # positive control: the real agent's sets were read, and hold nothing outside the allowlist
+    code, data, output = verify(inventory)
+    assert code == 0, output
+    control = _capabilities(data)
+    assert control["verdict"] == "pass", output
+    assert control["evidence"]["forbidden"] == [] and control["evidence"]["held"]
+    agent = f"bottle-{NAME}"
+    [info] = json.loads(_docker("container", "inspect", agent).stdout)
+    mounts = [
+        f"--mount=type=bind,source={m['Source']},target={m['Destination']}"
+        + ("" if m["RW"] else ",readonly")
+        for m in info["Mounts"]
+    ]
+    labels = [f"--label={k}={v}" for k, v in (info["Config"]["Labels"] or {}).items()]
+    entrypoint = info["Config"]["Entrypoint"] or []
+    start = [
+        *(["--init"] if info["HostConfig"].get("Init") else []),
+        *(["--entrypoint", entrypoint[0]] if entrypoint else []),
+        info["Config"]["Image"],
+        *entrypoint[1:],
+        *(info["Config"]["Cmd"] or []),
+    ]
+    try:
+        # The agent a manifest spelling NET_ADMIN past the validator would get: the same
+        # image, init, entrypoint, command, mounts, labels and name, in the same network
+        # namespace (the bottle's own, whose resolver is the bottle's: Docker refuses --dns
+        # with a container network).
+        assert _docker("rm", "-f", agent).returncode == 0
+        started = _docker(
+            "run",
+            "--detach",
+            "--name",
+            agent,
+            "--network",
+            f"container:{agent}-net",
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "NET_ADMIN",
+            "--security-opt",
+            "no-new-privileges:true",
+            *mounts,
+            *labels,
+            *start,
+        )
+        assert started.returncode == 0, started.stderr
+        code, data, output = verify(inventory)
+        assert code == 1, output
+        assert data["verdict"] == "leak"
+        leak = _capabilities(data)
+        assert leak["verdict"] == "leak", output
+        assert "init bounding: NET_ADMIN" in leak["evidence"]["forbidden"]
+        assert "self bounding: NET_ADMIN" in leak["evidence"]["forbidden"]
+        assert "NET_ADMIN" in leak["observed"] and "LEAKS: capabilities" in output
+        assert f"docker rm -f {agent}" in output  # the fix: up would keep the container
+        # its firewall is still in place: the capability check is what caught it
+        assert [n for n, v in checks(data).items() if v != "pass"] == ["capabilities"]
+    finally:
+        _docker("rm", "-f", agent)
+        up = run("up", "-i", str(inventory))
+    assert up.returncode == 0, up.stdout + up.stderr
+    [restored] = json.loads(_docker("container", "inspect", agent).stdout)
+    assert not restored["HostConfig"]["CapAdd"]

@@ -10,7 +10,9 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._probe import (
     HOST,
     NEIGHBOUR,
     PROBE_LABEL,
+    Result,
     Target,
+    capability_check,
     evaluate,
     parse_server,
     plan_checks,
@@ -18,6 +20,10 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._probe import (
     random_label,
     unlisted_name,
     verdict,
+)
+from ansible_collections.botbottle.bottle.plugins.module_utils._runtime import (
+    ALLOWED_CAPABILITIES,
+    CAPABILITY_BITS,
 )
 from botbottle.policy import allows_name, build_policy
 
@@ -96,7 +102,23 @@ def _evaluate(outcomes: dict[str, Any], controls: dict[str, Any]) -> dict[str, s
     return {r.name: r.verdict for r in evaluate(checks, outcomes, controls)}
 
 
+def _mask(*names: str) -> str:
+    """A /proc/PID/status mask holding ``names``, as the kernel prints it."""
+    return f"{sum(1 << CAPABILITY_BITS[name] for name in names):016x}"
+
+
+def _caps(**sets: str) -> dict[str, Any]:
+    """A ``caps`` outcome: every set empty (Docker's --cap-drop ALL) unless given, as
+    ``init_bnd=...``, ``self_eff=...``."""
+    masks = {
+        process: {key: sets.get(f"{process}_{key}", _mask()) for key in ("eff", "prm", "bnd")}
+        for process in ("self", "init")
+    }
+    return {"op": "caps", "outcome": "read", **masks}
+
+
 SEALED = {
+    "capabilities": _caps(),
     "allowed-name": _answer("NOERROR", 1),
     "subdomain-nxdomain-udp": _answer("NXDOMAIN"),
     "subdomain-nxdomain-tcp": _answer("NXDOMAIN"),
@@ -158,3 +180,132 @@ def test_bottle_verdict_ranks_leak_over_inconclusive_over_sealed() -> None:
     leaking = {**SEALED, "allowed-name": {}, "unlisted-nxdomain-udp": _answer("NOERROR", 1)}
     assert verdict(evaluate(checks, leaking, {})) == "leak"
     assert verdict([]) == "inconclusive"
+
+
+def test_every_bottle_gets_the_capability_check_unless_the_caller_opts_out() -> None:
+    check = _plan()["capabilities"]
+    assert check.spec == "caps" and check.expect == "capabilities-allowed"
+    assert not (check.control_where or check.control_check)  # its control is the read itself
+    assert "allowlist" in check.description
+    without = plan_checks(POLICY, entropy=ENTROPY, capabilities=False)
+    assert "capabilities" not in {c.name for c in without}
+    # the non-DNS spec leaves the names the audit marks alone
+    assert probe_names(plan_checks(POLICY, entropy=ENTROPY)) == probe_names(without)
+
+
+def _capabilities(outcome: dict[str, Any] | None) -> Result:
+    outcomes = {} if outcome is None else {"capabilities": outcome}
+    [result] = evaluate([capability_check()], outcomes, {})
+    return result
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        {},  # Docker's --cap-drop ALL: every set empty
+        {"init_eff": _mask("CHOWN"), "init_prm": _mask("CHOWN"), "init_bnd": _mask("CHOWN")},
+        {"init_bnd": _mask(*ALLOWED_CAPABILITIES), "self_bnd": _mask(*ALLOWED_CAPABILITIES)},
+    ],
+)
+def test_capability_sets_within_the_allowlist_pass(sets: dict[str, str]) -> None:
+    result = _capabilities(_caps(**sets))
+    assert result.verdict == "pass"
+    assert result.evidence["control"] == "all 6 masks read from /proc and parsed"
+    assert result.evidence["forbidden"] == []
+    assert result.observed.startswith("within the allowlist")
+
+
+def test_net_admin_in_the_agents_bounding_set_is_a_leak_naming_it() -> None:
+    result = _capabilities(_caps(init_bnd=_mask("CHOWN", "NET_ADMIN")))
+    assert result.verdict == "leak"
+    assert result.evidence["forbidden"] == ["init bounding: NET_ADMIN"]
+    assert result.observed == "init bounding: NET_ADMIN"
+    assert result.evidence["held"]["init bounding"] == ["CHOWN", "NET_ADMIN"]
+
+
+def test_a_forbidden_capability_in_the_probes_effective_set_is_a_leak() -> None:
+    result = _capabilities(_caps(self_eff=_mask("NET_ADMIN", "NET_RAW", "KILL")))
+    assert result.verdict == "leak"
+    assert result.evidence["forbidden"] == ["self effective: NET_ADMIN, NET_RAW"]
+
+
+def test_a_leak_names_every_set_that_holds_it() -> None:
+    admin = _mask("NET_ADMIN")
+    sets = {f"{p}_{k}": admin for p in ("init", "self") for k in ("eff", "prm", "bnd")}
+    result = _capabilities(_caps(**{**sets, "self_eff": _mask(), "self_prm": _mask()}))
+    assert result.evidence["forbidden"] == [
+        "init effective: NET_ADMIN",
+        "init permitted: NET_ADMIN",
+        "init bounding: NET_ADMIN",
+        "self bounding: NET_ADMIN",
+    ]
+    assert result.observed == (
+        "init effective/permitted/bounding: NET_ADMIN; self bounding: NET_ADMIN"
+    )
+
+
+def test_a_capability_the_table_does_not_know_is_a_leak() -> None:
+    result = _capabilities(_caps(init_bnd=f"{1 << 45:016x}"))
+    assert result.verdict == "leak"
+    assert "init bounding: bits" in result.observed
+
+
+def test_a_leak_needs_no_control_even_when_the_other_process_was_unreadable() -> None:
+    outcome = {
+        "op": "caps",
+        "outcome": "error",
+        "errno": "Permission denied",
+        "self": {"eff": _mask(), "prm": _mask(), "bnd": _mask("NET_ADMIN")},
+        "init": {"errno": "Permission denied"},
+    }
+    assert _capabilities(outcome).verdict == "leak"
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        None,  # the probe printed nothing for it
+        {"op": "caps", "outcome": "error", "errno": "No such file or directory"},
+        {
+            "op": "caps",
+            "outcome": "error",
+            "errno": "Permission denied",
+            "self": {"eff": _mask(), "prm": _mask(), "bnd": _mask()},
+            "init": {"errno": "Permission denied"},  # hidepid: PID 1 unreadable
+        },
+    ],
+)
+def test_unreadable_capability_sets_are_inconclusive_never_pass(
+    outcome: dict[str, Any] | None,
+) -> None:
+    result = _capabilities(outcome)
+    assert result.verdict == "inconclusive"
+    assert result.evidence["control"].startswith("not every mask was read from /proc and parsed")
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        {**_caps(), "init": {"eff": _mask(), "prm": _mask()}},  # CapBnd missing
+        _caps(init_bnd="zzzzzzzzzzzzzzzz"),
+        _caps(self_eff="0x0000000000000000"),
+        _caps(self_prm="1" + _mask()),  # 17 digits: not a 64-bit mask
+        _caps(init_eff=""),
+        {**_caps(), "self": "000001fffeffffff"},
+        {**_caps(), "init": {"eff": 0, "prm": 0, "bnd": 0}},
+        {"op": "caps", "outcome": "read"},
+    ],
+)
+def test_garbled_capability_masks_are_inconclusive_never_pass(outcome: dict[str, Any]) -> None:
+    result = _capabilities(outcome)
+    assert result.verdict == "inconclusive"
+    assert result.observed.startswith("garbled masks: ")
+
+
+def test_a_capability_leak_makes_the_bottle_leak() -> None:
+    checks = plan_checks(POLICY, entropy=ENTROPY)
+    assert verdict(evaluate(checks, SEALED, {})) == "sealed"
+    leaking = {**SEALED, "capabilities": _caps(init_bnd=_mask("NET_ADMIN"))}
+    assert verdict(evaluate(checks, leaking, {})) == "leak"
+    unread = {**SEALED, "capabilities": {"outcome": "error", "errno": "Permission denied"}}
+    assert verdict(evaluate(checks, unread, {})) == "inconclusive"

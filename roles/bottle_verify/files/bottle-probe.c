@@ -14,6 +14,10 @@
  *   dns SERVER PORT udp|tcp QTYPE NAME   one DNS query; SERVER may be "system"
  *                                        (the first nameserver of /etc/resolv.conf)
  *   tcp ADDRESS PORT                     one TCP connection attempt
+ *   caps                                 the capability sets (CapEff, CapPrm, CapBnd of
+ *                                        /proc/PID/status) of this process ("self")
+ *                                        and of the bottle's PID 1 ("init": the agent's
+ *                                        init or command), as the hex masks /proc shows
  *   unlink                               delete this program's own file (clean-up
  *                                        after copying it into a bottle)
  *
@@ -22,7 +26,10 @@
  *
  * Outcomes: "answer" (a DNS reply with the query's id came back; rcode and
  * ancount are reported), "connected", "timeout", "refused", "unreachable",
- * "filtered" (the kernel would not send it: EPERM), "error" (with "errno"). Exit status: 0 when every SPEC was understood, 2 otherwise.
+ * "filtered" (the kernel would not send it: EPERM), "error" (with "errno"); for caps,
+ * "read" (both processes' masks: {"eff","prm","bnd"}) or "error" (with "errno"; a process
+ * whose masks could not be read has {"errno"} in place of its masks).
+ * Exit status: 0 when every SPEC was understood, 2 otherwise.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -386,6 +393,69 @@ static int probe_resolv(void)
 	return 0;
 }
 
+struct caps {
+	char eff[32], prm[32], bnd[32];
+};
+
+/* Reads CapEff, CapPrm and CapBnd from a /proc/PID/status file; 0, or an errno value
+ * (ENODATA when the file lacks one of them). */
+static int read_caps(const char *path, struct caps *c)
+{
+	static const char *const keys[] = {"CapEff:", "CapPrm:", "CapBnd:"};
+	char *const masks[] = {c->eff, c->prm, c->bnd};
+	char line[256];
+	int found = 0;
+	memset(c, 0, sizeof *c);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return errno;
+	while (fgets(line, sizeof line, f) != NULL)
+		for (int i = 0; i < 3; i++) {
+			size_t n = strlen(keys[i]);
+			if (strncmp(line, keys[i], n) == 0 && sscanf(line + n, "%31s", masks[i]) == 1)
+				found |= 1 << i;
+		}
+	int err = ferror(f) ? EIO : 0;
+	fclose(f);
+	return err != 0 ? err : found == 7 ? 0 : ENODATA;
+}
+
+static void print_caps(const char *key, const struct caps *c, int err)
+{
+	printf(",\"%s\":{", key);
+	if (err != 0) {
+		printf("\"errno\":");
+		json_str(strerror(err));
+	} else {
+		printf("\"eff\":");
+		json_str(c->eff);
+		printf(",\"prm\":");
+		json_str(c->prm);
+		printf(",\"bnd\":");
+		json_str(c->bnd);
+	}
+	putchar('}');
+}
+
+/* This process's capability sets and those of PID 1 (the bottle's agent). */
+static int probe_caps(void)
+{
+	struct caps self, init;
+	int self_err = read_caps("/proc/self/status", &self);
+	int init_err = read_caps("/proc/1/status", &init);
+	printf("{\"op\":\"caps\",\"outcome\":");
+	if (self_err == 0 && init_err == 0) {
+		printf("\"read\"");
+	} else {
+		printf("\"error\",\"errno\":");
+		json_str(strerror(self_err != 0 ? self_err : init_err));
+	}
+	print_caps("self", &self, self_err);
+	print_caps("init", &init, init_err);
+	printf("}\n");
+	return 0;
+}
+
 static int remove_self(void)
 {
 	char path[4096];
@@ -411,6 +481,8 @@ static int run_spec(char *spec)
 		return probe_resolv();
 	if (strcmp(w[0], "unlink") == 0 && n == 1)
 		return remove_self();
+	if (strcmp(w[0], "caps") == 0 && n == 1)
+		return probe_caps();
 	if (strcmp(w[0], "dns") == 0)
 		return probe_dns(w, n);
 	if (strcmp(w[0], "tcp") == 0)

@@ -14,6 +14,12 @@ bottle's network) that must reach the target, or an earlier check in the bottle.
 - ``inconclusive``: the control failed, or the outcome proves nothing either
   way. Never counted as a pass.
 
+One check is not about the network: ``capabilities`` reads the capability sets of
+the bottle's PID 1 (the agent's init or command) and of the probe itself (a process started
+in the bottle) from ``/proc``. Any capability outside the runtime allowlist
+(``_runtime.ALLOWED_CAPABILITIES``; NET_ADMIN would let the agent flush its own
+firewall) is a leak; its positive control is that every mask was read and parsed.
+
 Which names are allowed is decided by the policy compiler (:func:`allows_name`);
 this module only picks names and reads outcomes.
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +36,10 @@ from typing import Any
 from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     EgressPolicy,
     allows_name,
+)
+from ansible_collections.botbottle.bottle.plugins.module_utils._runtime import (
+    capabilities_in_mask,
+    forbidden_in_mask,
 )
 
 BOTTLE = "bottle"
@@ -46,6 +57,15 @@ _REFUSALS = frozenset({"NXDOMAIN", "REFUSED"})
 PROBE_LABEL = "bottle-verify-"
 _UNLISTED_PARENTS = ("unlisted.bot-bottle.invalid", "bot-bottle-probe.example", "bbprobe.test")
 
+#: The check on the agent's capability sets, and what it expects.
+CAPABILITIES = "capabilities"
+CAPABILITIES_ALLOWED = "capabilities-allowed"
+#: The processes the ``caps`` probe reads (PID 1 of the bottle, the probe itself) and
+#: their sets, as the probe names them and as the evidence does.
+_CAP_PROCESSES = ("init", "self")
+_CAP_SETS = (("eff", "effective"), ("prm", "permitted"), ("bnd", "bounding"))
+_CAP_MASK = re.compile(r"[0-9a-fA-F]{1,16}\Z")  # /proc prints 16 hex digits
+
 
 @dataclass(frozen=True)
 class Target:
@@ -62,7 +82,8 @@ class Target:
 
 @dataclass(frozen=True)
 class Check:
-    """One probe and its control. ``expect``: ``resolves``, ``nxdomain`` or ``blocked``."""
+    """One probe and its control. ``expect``: ``resolves``, ``nxdomain``, ``blocked`` or
+    ``capabilities-allowed``."""
 
     name: str
     expect: str
@@ -226,6 +247,17 @@ def _literal_checks(address: str, port: int, name: str) -> list[Check]:
     return checks
 
 
+def capability_check() -> Check:
+    """The agent's effective, permitted and bounding sets hold only allowed capabilities."""
+    return Check(
+        CAPABILITIES,
+        CAPABILITIES_ALLOWED,
+        "caps",
+        "no capability outside the allowlist in the effective, permitted or bounding set "
+        "of the agent (PID 1) or of a process started in the bottle",
+    )
+
+
 def _cidr_allows(policy: EgressPolicy, address: str) -> bool:
     ip = ipaddress.ip_address(address)
     return any(ip in ipaddress.ip_network(cidr) for cidr in policy.cidrs)
@@ -237,13 +269,16 @@ def plan_checks(
     entropy: bytes,
     targets: Sequence[Target] = (),
     literals: Sequence[str] = (),
+    capabilities: bool = True,
 ) -> list[Check]:
     """Every check for one bottle, controls before the checks that depend on them.
 
     ``targets`` are resolvers near the bottle (Docker's embedded DNS, the network
     gateway); ``literals`` are ``ADDRESS[#PORT]`` resolvers on the internet (the
     host must reach them: that is their control). Literals inside an allowed CIDR
-    are skipped: reaching them is the policy, not a leak.
+    are skipped: reaching them is the policy, not a leak. ``capabilities`` adds the
+    check on the agent's capability sets (for containers; a microVM's PID 1 is its
+    guest's own init, and its seal is the VM, not capability sets).
     """
     label = random_label(entropy)
     name = unlisted_name(policy, label)
@@ -254,6 +289,8 @@ def plan_checks(
         address, port = parse_server(text)
         if not _cidr_allows(policy, address):
             checks += _literal_checks(address, port, name)
+    if capabilities:
+        checks.append(capability_check())
     return checks
 
 
@@ -295,6 +332,64 @@ def _judge(check: Check, outcome: Mapping[str, Any], control_ok: bool) -> str:
     return PASS if state in _BLOCKED and control_ok else INCONCLUSIVE
 
 
+def _capability_masks(outcome: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """The well-formed masks of a ``caps`` outcome by set (``init bounding``), and the
+    sets that were not read or not parsed."""
+    masks: dict[str, str] = {}
+    unread: list[str] = []
+    for process in _CAP_PROCESSES:
+        read = outcome.get(process)
+        for key, label in _CAP_SETS:
+            mask = read.get(key) if isinstance(read, Mapping) else None
+            if isinstance(mask, str) and _CAP_MASK.match(mask):
+                masks[f"{process} {label}"] = mask
+            else:
+                unread.append(f"{process} {label}")
+    return masks, unread
+
+
+def _judge_capabilities(check: Check, outcome: Mapping[str, Any]) -> Result:
+    """Leak when any mask that was read holds a capability outside the allowlist (proof
+    on its own); pass only when all six masks were read and parsed; else inconclusive."""
+    masks, unread = _capability_masks(outcome)
+    held = {where: capabilities_in_mask(mask) for where, mask in masks.items()}
+    forbidden = []
+    grouped: dict[tuple[str, str], list[str]] = {}  # (process, names) -> sets, for `observed`
+    for where, mask in masks.items():
+        names = ", ".join(forbidden_in_mask(mask))
+        if names:
+            forbidden.append(f"{where}: {names}")
+            process, label = where.split(" ", 1)
+            grouped.setdefault((process, names), []).append(label)
+    read_ok = outcome.get("outcome") == "read" and not unread
+    evidence: dict[str, Any] = {
+        "probe": check.spec,
+        "outcome": dict(outcome),
+        "held": held,
+        "forbidden": forbidden,
+        "control": (
+            f"all {len(masks)} masks read from /proc and parsed"
+            if read_ok
+            else "not every mask was read from /proc and parsed: "
+            + (", ".join(unread) or "probe error")
+        ),
+    }
+    state = str(outcome.get("outcome", "missing"))
+    if forbidden:
+        verdict_ = LEAK
+        observed = "; ".join(f"{p} {'/'.join(sets)}: {n}" for (p, n), sets in grouped.items())
+    elif read_ok:
+        union = sorted({name for listed in held.values() for name in listed})
+        verdict_ = PASS
+        observed = "within the allowlist: " + (", ".join(union) or "no capability held")
+    elif state == "read":
+        verdict_, observed = INCONCLUSIVE, "garbled masks: " + ", ".join(unread)
+    else:
+        verdict_ = INCONCLUSIVE
+        observed = f"{state} ({outcome['errno']})" if outcome.get("errno") else state
+    return Result(check.name, check.description, check.expect, observed, verdict_, evidence)
+
+
 def evaluate(
     checks: Sequence[Check],
     outcomes: Mapping[str, Mapping[str, Any]],
@@ -306,6 +401,11 @@ def evaluate(
     results = []
     for check in checks:
         outcome = outcomes.get(check.name, {"outcome": "missing"})
+        if check.expect == CAPABILITIES_ALLOWED:
+            result = _judge_capabilities(check, outcome)
+            verdicts[check.name] = result.verdict
+            results.append(result)
+            continue
         evidence: dict[str, Any] = {"probe": check.spec, "outcome": dict(outcome)}
         if check.control_check:
             control_ok = verdicts.get(check.control_check) == PASS

@@ -62,6 +62,12 @@ description:
     network's gateway (where the module answers DNS and accepts DNS-over-TLS connections
     while the checks run) or from the literal O(resolvers); no TCP connection to those
     literal addresses; IPv6 equivalents get no answer, or there is no IPv6 route at all."
+  - "Docker bottles also get the C(capabilities) check: the effective, permitted and bounding
+    capability sets of the agent (the bottle's PID 1) and of the probe (a process started in the
+    bottle), read from C(/proc), hold nothing outside the runtime allowlist (NET_ADMIN would let
+    the agent flush its own firewall). Its control is that all six masks were read and parsed;
+    an unreadable or garbled mask is C(inconclusive). Not run in microVMs, whose PID 1 is the
+    guest's own init and whose seal is the VM."
   - Controls run outside the seal - the literal resolvers from the host, C(127.0.0.11) and
     the gateway from the bottle's resolver container, which shares the bottle network.
   - A C(leak) needs no control. The bottle's C(verdict) is C(leak) if any check leaked,
@@ -157,13 +163,14 @@ results:
   elements: dict
   contains:
     name:
-      description: The check, for example C(subdomain-nxdomain-tcp) or C(gateway-udp).
+      description: >-
+        The check, for example C(subdomain-nxdomain-tcp), C(gateway-udp) or C(capabilities).
       type: str
     description:
       description: What the check proves.
       type: str
     expected:
-      description: C(resolves), C(nxdomain) or C(blocked).
+      description: C(resolves), C(nxdomain), C(blocked) or C(capabilities-allowed).
       type: str
     observed:
       description: What the probe saw (C(answer NXDOMAIN (0 records)), C(timeout), C(connected)).
@@ -172,7 +179,10 @@ results:
       description: C(pass), C(leak) or C(inconclusive) (C(planned) in check mode).
       type: str
     evidence:
-      description: The probe spec, its raw outcome and the control's outcome.
+      description:
+        - The probe spec, its raw outcome and the control's outcome.
+        - "For C(capabilities), also C(held) (the capabilities of each set, for example
+          C(init bounding)) and C(forbidden) (for example C(init bounding: NET_ADMIN))."
       type: dict
 summary:
   description: Counts of C(pass), C(leak) and C(inconclusive).
@@ -273,10 +283,15 @@ def run(module: AnsibleModule) -> None:
         )
     targets: list[Target] = []
     gateway = ""
-    if params["backend"] == "docker":
+    docker = params["backend"] == "docker"
+    if docker:
         targets, gateway = _docker_targets(runner)
     checks = plan_checks(
-        policy, entropy=os.urandom(10), targets=targets, literals=params["resolvers"]
+        policy,
+        entropy=os.urandom(10),
+        targets=targets,
+        literals=params["resolvers"],
+        capabilities=docker,
     )
     if module.check_mode:
         planned = [
@@ -293,6 +308,11 @@ def run(module: AnsibleModule) -> None:
         _exit(module, "planned", planned, ["check mode: nothing was sent"])
     remember_probe_names(params["audit_dir"], params["name"], probe_names(checks))
     notes: list[str] = []
+    if not docker:
+        notes.append(
+            "capabilities: not checked in a microVM (its PID 1 is the guest's own init; "
+            "the VM is the seal)"
+        )
     if gateway:
         with Responder(gateway) as responder:
             outcomes, controls = _measure(runner, checks)
