@@ -978,7 +978,7 @@ def _parents(data: Mapping[str, Any]) -> list[str]:
     return [p for p in raw if isinstance(p, str)] if isinstance(raw, list) else []
 
 
-MAX_EXTENDS_DEPTH = 64  # documents on one extends chain, the bottle itself included
+MAX_EXTENDS_DEPTH = 256  # documents on one extends chain, the bottle itself included
 
 
 def _real(path: Path) -> Path:

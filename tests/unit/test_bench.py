@@ -64,17 +64,17 @@ def test_extends_rows_name_the_sizes_and_ratios() -> None:
     stats = summarize([0.01, 0.02])
     results = {
         "extends": {
-            "chain_6_s": stats,
-            "chain_60_s": stats,
+            "chain_20_s": stats,
+            "chain_200_s": stats,
             "chain_per_level_ratio": 0.1,
             "diamond_2_s": stats,
             "diamond_20_s": stats,
             "diamond_per_level_ratio": 0.1,
-            "chain_200_refused_s": stats,
+            "chain_300_refused_s": stats,
         }
     }
     lines = table(results)
-    assert lines[0].startswith("validate a 60-deep extends chain")
-    assert lines[0].endswith("per-level ratio to 6 deep 0.10")
+    assert lines[0].startswith("validate a 200-deep extends chain")
+    assert lines[0].endswith("per-level ratio to 20 deep 0.10")
     assert lines[1].startswith("validate a 20-level extends diamond")
-    assert lines[2].startswith("refuse a 200-deep extends chain")
+    assert lines[2].startswith("refuse a 300-deep extends chain")

@@ -223,7 +223,7 @@ CORPUS: dict[str, tuple[Writer, int, str]] = {
     "not-utf-8": (raw(b"description: caf\xe9\n"), 2, "not UTF-8"),
     "undefined-alias": (text("env: *nothing\n"), 2, "undefined alias"),
     # 2. extends
-    "chain-200-deep": (chain(200), 2, "extends chain longer than 64 bottles: c199 -> c198"),
+    "chain-300-deep": (chain(300), 2, "extends chain longer than 256 bottles: c299 -> c298"),
     "symlink-cycle": (symlink_cycle, 2, "extends cycle: child -> parent"),
     "extends-cycle": (
         text("extends: other\n", "start.yml", other="extends: start\n"),
