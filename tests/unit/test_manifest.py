@@ -264,7 +264,11 @@ def test_route_needs_exactly_one_destination(tmp_path: Path, route: str) -> None
         ("egress: {routes: {host: a}}\n", "$.egress.routes", "expected a list, got mapping"),
         ("runtime: {cpus: 0}\n", "$.runtime.cpus", "minimum"),
         ("runtime: {workdir: relative}\n", "$.runtime.workdir", "not valid"),
-        ("runtime: {capabilities: [NET_ADMIN]}\n", "$.runtime.capabilities[0]", "NET_ADMIN is refused"),
+        (
+            "runtime: {capabilities: [NET_ADMIN]}\n",
+            "$.runtime.capabilities[0]",
+            "NET_ADMIN is refused",
+        ),
         (
             "runtime: {mounts: [{source: /a}]}\n",
             "$.runtime.mounts[0]",
