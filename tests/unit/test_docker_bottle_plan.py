@@ -14,6 +14,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle im
     Want,
     agent_argv,
     file_digest,
+    hardening,
     parse_rules_dump,
     plan,
     want,
@@ -55,7 +56,7 @@ def converged(w: Want | None = None) -> Seen:
         network_subnet=w.subnet,
         resolver=running(w.resolver_spec, "net:[7]"),
         holder=running(w.holder_spec),
-        agent=running(w.agent_spec, env=w.agent_env),
+        agent=replace(running(w.agent_spec, env=w.agent_env), hardening=w.agent_hardening),
         rules_stamp=w.stamp,
         sealed=True,
         files={k: file_digest(v) for k, v in w.files.items()},
@@ -291,3 +292,63 @@ def test_files_hold_the_compiler_output() -> None:
     assert rules.index(
         "-A OUTPUT -d 192.0.2.9/32 -j REJECT --reject-with icmp-port-unreachable"
     ) < rules.index("-A OUTPUT -d 10.0.0.0/8 -j ACCEPT")
+
+
+@pytest.mark.parametrize(
+    ("change", "value"),
+    [
+        ("cap_add", ["NET_ADMIN"]),
+        ("privileged", True),
+        ("security_opt", []),
+        ("network_mode", "host"),
+        ("host_namespaces", ["PidMode"]),
+        ("devices", 1),
+        ("binds", ["/var/run/docker.sock:/s"]),
+        ("init", False),
+    ],
+)
+def test_an_agent_remade_by_hand_with_the_labels_is_recreated(change: str, value: object) -> None:
+    """The labels say it is the bottle's agent; what confines it says otherwise."""
+    w = wanted()
+    seen = converged(w)
+    assert seen.agent is not None
+    tampered = replace(
+        seen, agent=replace(seen.agent, hardening={**w.agent_hardening, change: value})
+    )
+    todo = plan(tampered, w)
+    assert todo.actions == ("remove_agent", "create_agent", "start_agent")
+    assert todo.changed_fields == ("agent_hardening",)
+
+
+def test_hardening_reads_what_docker_reports() -> None:
+    w = wanted()
+    reported = {
+        "CapAdd": None,
+        "CapDrop": ["ALL"],
+        "Privileged": False,
+        "SecurityOpt": ["no-new-privileges:true"],
+        "NetworkMode": "container:0a1b2c",
+        "CgroupnsMode": "host",
+        "PidMode": "",
+        "IpcMode": "private",
+        "Devices": [],
+        "Binds": None,
+        "Init": True,
+        "Mounts": [
+            {
+                "Type": "bind",
+                "Source": "/var/lib/bb/demo/resolv.conf",
+                "Target": "/etc/resolv.conf",
+                "ReadOnly": True,
+            },
+            {
+                "Type": "bind",
+                "Source": "/var/lib/bb/.tools/busybox-nn",
+                "Target": "/.bot-bottle/busybox",
+                "ReadOnly": True,
+            },
+        ],
+    }
+    assert hardening(reported, {"0a1b2c": "bottle-demo-net"}) == w.agent_hardening
+    assert hardening(reported)["network_mode"] == "container:0a1b2c"  # another container's
+    assert hardening({**reported, "CapAdd": ["CAP_NET_ADMIN"]})["cap_add"] == ["NET_ADMIN"]

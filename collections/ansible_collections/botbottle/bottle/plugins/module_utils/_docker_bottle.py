@@ -140,6 +140,7 @@ class ContainerSeen:
     pid: int = 0
     netns: str = ""  # readlink /proc/<pid>/ns/net, when running
     env: tuple[tuple[str, str], ...] = ()  # agent only: what the bottle set (secret)
+    hardening: Mapping[str, Any] = field(default_factory=dict)  # agent only: see hardening()
 
     @property
     def running(self) -> bool:
@@ -178,6 +179,7 @@ class Want:
     agent_spec: str = ""
     agent_env: tuple[tuple[str, str], ...] = ()
     agent_create: Mapping[str, Any] = field(default_factory=dict)  # for the engine
+    agent_hardening: Mapping[str, Any] = field(default_factory=dict)
 
 
 def digest(value: Any) -> str:
@@ -188,6 +190,75 @@ def digest(value: Any) -> str:
 
 def file_digest(content: str) -> str:
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+def _cap(name: object) -> str:
+    text = str(name).upper()
+    return text[4:] if text.startswith("CAP_") else text
+
+
+def hardening(
+    host_config: Mapping[str, Any], containers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """What confines a container, from its ``HostConfig`` as the engine reports it.
+
+    Compared as read, not trusted from a label: a container someone re-made by hand
+    with the bottle's labels but ``--cap-add NET_ADMIN`` (or ``--privileged``, a host
+    namespace, a device, an extra mount) is not the bottle's agent. ``containers``
+    maps container ids to names (the engine stores ``container:<id>`` as the network
+    mode of a container created with ``container:<name>``). The cgroup namespace is
+    not compared: ``host`` is the engine's default on cgroup v1.
+    """
+    network_mode = str(host_config.get("NetworkMode") or "")
+    if network_mode.startswith("container:"):
+        target = network_mode.split(":", 1)[1]
+        network_mode = "container:" + (containers or {}).get(target, target)
+    mounts = sorted(
+        (str(m.get("Source", "")), str(m.get("Target", "")), bool(m.get("ReadOnly")))
+        for m in host_config.get("Mounts") or []
+    )
+    return {
+        "cap_add": sorted({_cap(c) for c in host_config.get("CapAdd") or []}),
+        "cap_drop": sorted({_cap(c) for c in host_config.get("CapDrop") or []}),
+        "privileged": bool(host_config.get("Privileged")),
+        "security_opt": sorted(str(o) for o in host_config.get("SecurityOpt") or []),
+        "network_mode": network_mode,
+        "host_namespaces": sorted(
+            key
+            for key in ("PidMode", "IpcMode", "UTSMode", "UsernsMode")
+            if str(host_config.get(key) or "") == "host"
+        ),
+        "devices": len(host_config.get("Devices") or []),
+        "binds": sorted(str(b) for b in host_config.get("Binds") or []),
+        "mounts": [list(m) for m in mounts],
+        "init": bool(host_config.get("Init")),
+    }
+
+
+def agent_hardening(
+    names: Names, directory: str, guard: str, settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What :func:`hardening` must read on the agent bot-bottle creates."""
+    mounts = [
+        (f"{directory}/resolv.conf", "/etc/resolv.conf", True),
+        (guard, GUARD_BINARY, True),
+        *(
+            (str(m["source"]), str(m["target"]), bool(m.get("read_only")))
+            for m in settings.get("mounts") or []
+        ),
+    ]
+    return {
+        "cap_add": sorted({_cap(c) for c in settings.get("capabilities") or []}),
+        "cap_drop": ["ALL"],
+        "privileged": False,
+        "security_opt": ["no-new-privileges:true"],
+        "network_mode": f"container:{names.holder}",
+        "host_namespaces": [],
+        "devices": 0,
+        "binds": [],
+        "mounts": [list(m) for m in sorted(mounts)],
+        "init": True,
+    }
 
 
 def dnsmasq_conf(name: str, policy: EgressPolicy, upstreams: Sequence[str], resolver: str) -> str:
@@ -302,6 +373,7 @@ def want(
         agent_spec=agent_spec,
         agent_env=tuple(sorted((str(k), str(v)) for k, v in (env or {}).items())),
         agent_create=settings,
+        agent_hardening=agent_hardening(names, directory, guard_binary, settings),
     )
 
 
@@ -445,10 +517,19 @@ def _plan_agent(
     run = want_.state == "started" or (
         want_.state == "present" and agent is not None and agent.running
     )
-    if agent is None or agent.spec != want_.agent_spec or agent.env != want_.agent_env:
+    hardened = agent is not None and dict(agent.hardening) == dict(want_.agent_hardening)
+    if (
+        agent is None
+        or agent.spec != want_.agent_spec
+        or agent.env != want_.agent_env
+        or not hardened
+    ):
         if agent is not None:
             actions.append("remove_agent")
-            fields.append("agent_env" if agent.spec == want_.agent_spec else "agent")
+            if not hardened:
+                fields.append("agent_hardening")
+            else:
+                fields.append("agent_env" if agent.spec == want_.agent_spec else "agent")
         else:
             fields.append("agent")
         actions.append("create_agent")

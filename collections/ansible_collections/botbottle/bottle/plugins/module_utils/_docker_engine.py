@@ -39,6 +39,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle im
     Seen,
     Want,
     file_digest,
+    hardening,
     parse_rules_dump,
 )
 
@@ -106,7 +107,9 @@ def _netns(pid: int) -> str:
 
 
 def _container_seen(
-    info: Mapping[str, Any] | None, env_names: bool = False
+    info: Mapping[str, Any] | None,
+    env_names: bool = False,
+    containers: Mapping[str, str] | None = None,
 ) -> ContainerSeen | None:
     if info is None:
         return None
@@ -129,6 +132,7 @@ def _container_seen(
         pid=pid,
         netns=_netns(pid) if status == "running" else "",
         env=env,
+        hardening=hardening(info.get("HostConfig") or {}, containers) if env_names else {},
     )
 
 
@@ -177,7 +181,9 @@ def used_subnets(client: Any) -> list[str]:
 
 def read(client: Any, names: Names, directory: str, stamp: str = "") -> Seen:
     """Everything the bottle is made of."""
-    holder = _container_seen(_inspect(client, names.holder))
+    holder_info = _inspect(client, names.holder)
+    holder = _container_seen(holder_info)
+    ids = {str(holder_info["Id"]): names.holder} if holder_info else {}
     rules_stamp, sealed = "", False
     if holder is not None and holder.running:
         code, text = exec_in(client, names.holder, READ_ARGV)
@@ -187,7 +193,7 @@ def read(client: Any, names: Names, directory: str, stamp: str = "") -> Seen:
         network_subnet=network_subnet(client, names.network),
         resolver=_container_seen(_inspect(client, names.resolver)),
         holder=holder,
-        agent=_container_seen(_inspect(client, names.agent), env_names=True),
+        agent=_container_seen(_inspect(client, names.agent), env_names=True, containers=ids),
         rules_stamp=rules_stamp,
         sealed=sealed,
         files=read_files(directory),
