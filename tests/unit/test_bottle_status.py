@@ -10,6 +10,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import (
     UNKNOWN,
     fleet_status,
     object_name,
+    verify_targets,
 )
 
 DECLARED = [
@@ -102,3 +103,14 @@ def test_auto_takes_a_bottle_as_dockers_when_docker_knows_it(docker_up: bool) ->
     rows = fleet_status(DECLARED[:2], "auto", result, smol)
     assert rows[0]["backend"] == ("docker" if docker_up else "smolmachines")
     assert rows[1]["backend"] == "smolmachines" and rows[1]["state_ok"]
+
+
+def test_verify_targets_carry_each_bottles_policy() -> None:
+    rows = fleet_status(DECLARED[:2], "docker", docker(entry("a", "running")))
+    resolved = [
+        {"name": "a", "policy": {"hash": "sha256:a"}},
+        {"name": "b", "policy": {"hash": "b"}},
+    ]
+    targets = verify_targets(rows, resolved)
+    assert [t["policy"]["hash"] for t in targets] == ["sha256:a", "b"]
+    assert targets[0]["state"] == "running" and targets[1]["state"] == "absent"

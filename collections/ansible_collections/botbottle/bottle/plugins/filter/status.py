@@ -7,7 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import fleet_status
+from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import (
+    fleet_status,
+    verify_targets,
+)
 
 
 def bottle_status(
@@ -20,8 +23,15 @@ def bottle_status(
     return fleet_status(declared or [], str(backend), docker, smolmachines)
 
 
+def bottle_verify_targets(
+    rows: Sequence[Mapping[str, Any]], resolved: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Status rows with each bottle's compiled policy (the escape suite's input)."""
+    return verify_targets(rows or [], resolved or [])
+
+
 class FilterModule:
     """botbottle.bottle status filter."""
 
     def filters(self) -> dict[str, Callable[..., Any]]:
-        return {"bottle_status": bottle_status}
+        return {"bottle_status": bottle_status, "bottle_verify_targets": bottle_verify_targets}

@@ -147,3 +147,11 @@ def fleet_status(
         on_docker = views["docker"].available and str(bottle["name"]) in views["docker"].states
         rows += status_rows([bottle], views["docker" if on_docker else "smolmachines"])
     return rows
+
+
+def verify_targets(
+    rows: Sequence[Mapping[str, Any]], resolved: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Status rows with each bottle's compiled policy: what the escape suite probes."""
+    policies = {str(b["name"]): b.get("policy") or {} for b in resolved}
+    return [{**row, "policy": policies.get(str(row["bottle"]), {})} for row in rows]
