@@ -69,16 +69,33 @@ def inventory_bottles(inventory: Mapping[str, Any]) -> dict[str, list[dict[str, 
     return found
 
 
+def inventory_answers(inventory: Mapping[str, Any]) -> list[str]:
+    """Every answer to a prompted env entry in the inventory (``bottle_secrets`` and the
+    Docker role's ``docker_bottle_secrets``: bottle -> variable -> value)."""
+    answers: list[str] = []
+    hostvars = (inventory.get("_meta") or {}).get("hostvars") or {}
+    for variables in hostvars.values():
+        for key in ("bottle_secrets", "docker_bottle_secrets"):
+            by_bottle = variables.get(key) or {}
+            if not isinstance(by_bottle, Mapping):
+                continue
+            for values in by_bottle.values():
+                if isinstance(values, Mapping):
+                    answers += [str(v) for v in values.values() if v not in (None, "")]
+    return sorted(set(answers))
+
+
 def validate_inventory(
     inventory: Mapping[str, Any], inventory_dir: Path
 ) -> tuple[int, list[Problem], list[str]]:
     """Resolve every host's manifests (relative to the inventory's folder).
 
     Returns the number of bottle entries, the problems (empty when valid) and the
-    values of host variables the bottles' env copies (secrets to redact).
+    secrets to redact: the values of host variables the bottles' env copies, and the
+    answers to prompted entries the inventory holds (``bottle_secrets``).
     """
     problems: list[Problem] = []
-    secrets: list[str] = []
+    secrets: list[str] = inventory_answers(inventory)
     count = 0
     for host, entries in inventory_bottles(inventory).items():
         paths = []
@@ -218,26 +235,28 @@ def run_playbook(
     root.mkdir(parents=True, exist_ok=True)
     ident = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
     cmdline = "--check --diff" if check else None
-    runner = runner_run(
-        private_data_dir=str(root),
-        project_dir=str(PROJECT_DIR),
-        playbook=str(PROJECT_DIR / playbook),
-        inventory=inventory,
-        limit=limit,
-        cmdline=cmdline,
-        extravars=dict(extravars or {}),
-        envvars={
-            "ANSIBLE_CONFIG": str(PROJECT_DIR / "ansible.cfg"),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_FORCE_COLOR": "0",
-        },
-        event_handler=progress,
-        quiet=True,
-        suppress_env_files=True,
-        ident=ident,
-    )
     artifacts = root / "artifacts" / ident
-    scrub_artifacts(artifacts, progress.secrets)
+    try:
+        runner = runner_run(
+            private_data_dir=str(root),
+            project_dir=str(PROJECT_DIR),
+            playbook=str(PROJECT_DIR / playbook),
+            inventory=inventory,
+            limit=limit,
+            cmdline=cmdline,
+            extravars=dict(extravars or {}),
+            envvars={
+                "ANSIBLE_CONFIG": str(PROJECT_DIR / "ansible.cfg"),
+                "ANSIBLE_NOCOLOR": "1",
+                "ANSIBLE_FORCE_COLOR": "0",
+            },
+            event_handler=progress,
+            quiet=True,
+            suppress_env_files=True,
+            ident=ident,
+        )
+    finally:  # an interrupted run (Ctrl-C) is scrubbed too
+        scrub_artifacts(artifacts, progress.secrets)
     return int(runner.rc or 0), artifacts
 
 

@@ -216,3 +216,16 @@ def test_notices_are_always_shown() -> None:
     progress = fleet.Progress(out=out)
     progress(ev("runner_on_ok", host="h", res={"msg": "NOTICE h: auto is using docker because"}))
     assert out.getvalue() == "NOTICE h: auto is using docker because\n"
+
+
+def test_prompted_answers_in_the_inventory_are_secrets_to_redact(tmp_path: Path) -> None:
+    inventory = {
+        "_meta": {
+            "hostvars": {
+                "a": {"bottle_secrets": {"web": {"NPM_TOKEN": "npm-answer-1"}}},
+                "b": {"docker_bottle_secrets": {"x": {"K": "answer-2"}}, "bottle_secrets": "bad"},
+            }
+        }
+    }
+    assert fleet.inventory_answers(inventory) == ["answer-2", "npm-answer-1"]
+    assert fleet.validate_inventory(inventory, tmp_path)[2] == ["answer-2", "npm-answer-1"]
