@@ -253,6 +253,45 @@ CORPUS: dict[str, tuple[Writer, int, str]] = {
         2,
         "$.git-gate.user.email",
     ),
+    # capabilities, mounts, cidr routes: what a bottle may never get
+    "cap-net-admin-prefixed": (
+        text("runtime:\n  capabilities: [CAP_NET_ADMIN]\n"),
+        2,
+        "NET_ADMIN is refused",
+    ),
+    "cap-net-admin-lower": (text("runtime:\n  capabilities: [cap_net_admin]\n"), 2, "NET_ADMIN"),
+    "cap-all": (text("runtime:\n  capabilities: [ALL]\n"), 2, "capability ALL is refused"),
+    "cap-sys-admin": (text("runtime:\n  capabilities: [sys_admin]\n"), 2, "SYS_ADMIN"),
+    "mount-docker-socket": (
+        text("runtime:\n  mounts: [{source: /var/run/docker.sock, target: /s}]\n"),
+        2,
+        "Unix socket",
+    ),
+    "mount-root": (text("runtime:\n  mounts: [{source: /, target: /h}]\n"), 2, "root file system"),
+    "mount-etc-by-dotdot": (
+        text("runtime:\n  mounts: [{source: /srv/../etc, target: /e}]\n"),
+        2,
+        "inside /etc",
+    ),
+    "mount-var-holds-docker": (
+        text("runtime:\n  mounts: [{source: /var, target: /v}]\n"),
+        2,
+        "holds /var/run",
+    ),
+    "cidr-everything": (text("egress:\n  routes:\n    - cidr: 0.0.0.0/0\n"), 2, "add 'wide: true'"),
+    "cidr-v6-everything": (text("egress:\n  routes:\n    - cidr: '::/0'\n"), 2, "wide: true"),
+    "cidr-zone-id": (text("egress:\n  routes:\n    - cidr: 'fe80::1%eth0'\n"), 2, "has a zone id"),
+    "cidr-metadata": (
+        text("egress:\n  routes:\n    - cidr: 169.254.169.254\n"),
+        2,
+        "cloud metadata",
+    ),
+    "cidr-loopback": (text("egress:\n  routes:\n    - cidr: 127.0.0.0/8\n"), 2, "loopback"),
+    "cidr-white-space": (
+        text("egress:\n  routes:\n    - cidr: ' 10.0.0.0/8'\n"),
+        2,
+        "surrounding white space",
+    ),
     # 4. no silent skips
     "symlink-loop-in-folder": (symlink_loop_in_folder, 2, "symlink loop"),
     "broken-symlink-in-folder": (broken_symlink_in_folder, 2, "broken symlink"),

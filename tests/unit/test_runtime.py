@@ -6,12 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from ansible.errors import AnsibleFilterError
 
-from ansible_collections.botbottle.bottle.plugins.filter.runtime import (
-    bottle_capabilities,
-    bottle_mounts,
-)
 from ansible_collections.botbottle.bottle.plugins.module_utils._runtime import (
     ALLOWED_CAPABILITIES,
     CAPABILITY_BITS,
@@ -79,13 +74,6 @@ def test_masks_decode() -> None:
     assert "bits" in capabilities_in_mask("8000000000000000")[-1]
 
 
-def test_filter_names_the_bottle_and_the_fix() -> None:
-    assert bottle_capabilities(["cap_chown"], "demo") == ["CHOWN"]
-    assert bottle_capabilities(None) == []
-    with pytest.raises(AnsibleFilterError, match=r"bottle demo: runtime.capabilities: .*NET_ADMIN"):
-        bottle_capabilities(["CAP_NET_ADMIN"], "demo")
-
-
 @pytest.mark.parametrize(
     "source",
     [
@@ -149,19 +137,6 @@ def test_any_socket_is_refused_whatever_its_name(tmp_path: Path) -> None:
         refusal = host_mount_refusal(str(path))
     assert refusal is not None and "Unix socket" in refusal
     assert mount_refusal(str(path)) is None  # by name alone it looks harmless
-
-
-def test_mount_filter_binds_the_resolved_path_and_refuses_with_the_fix(tmp_path: Path) -> None:
-    mounts = [{"source": "/srv/link", "target": "/work", "read_only": True}]
-    assert bottle_mounts(mounts, ["/srv/real\tdirectory"], "demo") == [
-        {"source": "/srv/real", "target": "/work", "read_only": True, "type": "bind"}
-    ]
-    with pytest.raises(AnsibleFilterError, match=r"runtime.mounts\[0\].source: .*resolves to /etc"):
-        bottle_mounts(mounts, ["/etc\tdirectory"], "demo")
-    with pytest.raises(AnsibleFilterError, match=r"Unix socket.*fix: mount only"):
-        bottle_mounts(mounts, ["/srv/real\tsocket"], "demo")
-    with pytest.raises(AnsibleFilterError, match="inside /var/lib/bb"):
-        bottle_mounts(mounts, ["/var/lib/bb/x\tdirectory"], "demo", ["/var/lib/bb"])
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
