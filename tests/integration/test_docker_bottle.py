@@ -228,6 +228,10 @@ def _restart_dockerd() -> None:
     deadline = time.monotonic() + 60
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
+    # while Docker is down, the bottles are unknown - never reported absent
+    seen = run_module({}, module="docker_bottle_info")
+    assert seen["available"] is False and "does not answer" in seen["reason"], seen
+    assert seen.get("failed") is not True
     started = subprocess.run([str(ROOT / "scripts" / "dockerd")], capture_output=True, check=False)
     assert started.returncode == 0, started.stderr
 
