@@ -80,7 +80,9 @@ options:
       - C(present) - the machine exists with this configuration (a new one is created stopped).
       - C(started) - it exists and runs (booting needs a host that passes the boot probe).
       - C(stopped) - it exists and does not run.
-      - C(absent) - it does not exist.
+      - C(absent) - it does not exist. Where no smolvm CLI is found (O(binary) unset, none in
+        the C(smolmachines_host) virtualenv or on E(PATH)) no machine can exist, and C(absent)
+        is reached without one.
     type: str
     choices: [present, started, stopped, absent]
     default: present
@@ -353,10 +355,30 @@ def _check_mounts(module: AnsibleModule, client: SmolvmClient, desired: MachineS
             )
 
 
+def _client(module: AnsibleModule) -> SmolvmClient:
+    """The smolvm client; without a smolvm CLI on the host (one never prepared, e.g. by
+    `bottle down`) no machine can exist, so state=absent is already reached."""
+    params = module.params
+    try:
+        return client_from_params(params)
+    except SmolvmError as exc:
+        if params["state"] != "absent" or exc.code != "NOT_FOUND":
+            raise
+        module.exit_json(
+            changed=False,
+            actions=[],
+            changed_fields=[],
+            state="absent",
+            diff={"before": {"state": "absent"}, "after": {"state": "absent"}},
+            msg=f"no smolvm CLI on this host, so no machine {params['name']}: {exc.message}",
+        )
+        raise  # unreachable: exit_json exits
+
+
 def run(module: AnsibleModule) -> None:
     params = module.params
     name = params["name"]
-    client = client_from_params(params)
+    client = _client(module)
     desired = _desired(module)
     _check_mounts(module, client, desired)
     actual, actual_state = _read(client, name)
