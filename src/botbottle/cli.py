@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from botbottle import __version__, fleet, report
+from botbottle import __version__, execute, fleet, report
 from botbottle.manifest import Bottle, Problem, _display, env_summary, resolve_all
 from botbottle.policy import render_dnsmasq, render_firewall, render_smolvm, warnings
 
@@ -133,6 +133,31 @@ def _parser() -> argparse.ArgumentParser:
                 choices=(*BACKENDS, "auto"),
                 help="override every host's bottle_backend for this run",
             )
+    for name, text, usage in (
+        (
+            "exec",
+            "run a command in a running bottle, as its user, with its environment",
+            "bottle exec NAME [-i INVENTORY] [--limit PATTERN] -- COMMAND [ARG...]",
+        ),
+        (
+            "shell",
+            "an interactive shell in a running bottle (bash if it has one, else sh)",
+            "bottle shell NAME [-i INVENTORY] [--limit PATTERN]",
+        ),
+    ):
+        command = sub.add_parser(name, help=text, description=text, usage=usage)
+        command.add_argument("name", metavar="NAME", help="the bottle")
+        command.add_argument(
+            "-i",
+            "--inventory",
+            default=DEFAULT_INVENTORY,
+            help="inventory file (default: %(default)s)",
+        )
+        command.add_argument(
+            "--limit",
+            metavar="PATTERN",
+            help="only these hosts (Ansible pattern); needed when several hosts declare NAME",
+        )
     return parser
 
 
@@ -438,6 +463,53 @@ def _audit_report(stats: dict[str, Any], args: argparse.Namespace, out: TextIO, 
 _REPORTS = {"status": _status_report, "verify": _verify_report, "audit": _audit_report}
 
 
+def _split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``bottle exec NAME [options] -- COMMAND...``: the CLI's own arguments and the
+    command (argparse cannot take a positional list after options and ``--``)."""
+    words = list(argv)
+    first = next((w for w in words if not w.startswith("-")), "")
+    if first == "exec" and "--" in words:
+        cut = words.index("--")
+        return words[:cut], words[cut + 1 :]
+    return words, []
+
+
+def _cmd_exec(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """bottle exec / bottle shell: the command's own exit code; 2 bad input; 1 the bottle
+    is not running or its host cannot be reached."""
+    command = list(execute.SHELL_ARGV) if args.command == "shell" else args.command_argv
+    if not command:
+        print("error: bottle exec needs a command: bottle exec NAME -- COMMAND [ARG...]", file=err)
+        return EXIT_INVALID
+    inventory = os.path.abspath(args.inventory)
+    if not os.path.exists(inventory):
+        print(f"error: inventory {args.inventory} not found (fix: pass -i INVENTORY)", file=err)
+        return EXIT_INVALID
+    try:
+        data = execute.load_inventory(inventory, args.limit)
+    except ValueError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_INVALID
+    bottles, problems = execute.resolve_hosts(data, Path(inventory).parent)
+    if problems:
+        _print_problems(problems, err)
+        print(f"{len(problems)} error(s) in the inventory's bottles", file=err)
+        return EXIT_INVALID
+    try:
+        target = execute.target_for(data, bottles, args.name, args.inventory, args.limit)
+        return execute.run(
+            target,
+            command,
+            args.inventory,
+            tty=execute.stdin_is_tty(),
+            probe=execute.capture,
+            execute=execute.replace_process,
+        )
+    except execute.ExecError as exc:
+        print(f"error: {exc.message}", file=err)
+        return exc.code
+
+
 def _cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.since:
         try:
@@ -454,7 +526,9 @@ def main(
     """Run the CLI; returns the exit code (the console script exits with it)."""
     out = out or sys.stdout
     err = err or sys.stderr
-    args = _parser().parse_args(argv)
+    words, command_argv = _split_command(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(words)
+    args.command_argv = command_argv
     commands = {
         "validate": _cmd_validate,
         "plan": _cmd_plan,
@@ -463,6 +537,8 @@ def main(
         "status": _cmd_fleet,
         "verify": _cmd_fleet,
         "audit": _cmd_audit,
+        "exec": _cmd_exec,
+        "shell": _cmd_exec,
     }
     try:
         return commands[args.command](args, out, err)
