@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from botbottle import __version__, execute, fleet, report
+from botbottle import __version__, enforcement, execute, fleet, report
 from botbottle.manifest import Bottle, Problem, _display, env_summary, resolve_all
 from botbottle.policy import render_dnsmasq, render_firewall, render_smolvm, warnings
 
@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "paths", nargs="+", metavar="PATH", help="manifest files or folders of manifests"
     )
+    validate.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="also refuse keys this backend does not enforce "
+        "(default: refuse what any backend does not enforce, as bottle_backend: auto needs)",
+    )
     validate.add_argument("--format", choices=("text", "json"), default="text")
 
     plan = sub.add_parser("plan", help="show the compiled egress policy, touching nothing")
@@ -68,8 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--backend",
         choices=BACKENDS,
-        default="smolmachines",
-        help="which backend's rules to render (default: smolmachines)",
+        help="which backend's rules to render; keys it does not enforce are refused "
+        "(default: smolmachines; with -i: override every host's bottle_backend)",
     )
     plan.add_argument("--format", choices=("text", "json"), default="text")
     plan.add_argument(
@@ -268,8 +274,16 @@ def _text_plan(entry: dict[str, Any], out: TextIO) -> None:
 # --------------------------------------------------------------------------- commands
 
 
+_EVERY_BACKEND_NOTE = "validate checks both backends unless given --backend"
+
+
 def _cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     bottles, problems = _resolve(args.paths, err)
+    backend = args.backend or enforcement.AUTO
+    bottles, refused = enforcement.check_bottles(
+        bottles, backend, "" if args.backend else _EVERY_BACKEND_NOTE
+    )
+    problems += refused
     if args.format == "json":
         json.dump(
             {
@@ -288,7 +302,8 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(f"ok  {bottle.name:<20} {_display(bottle.file)}", file=out)
         _print_problems(problems, err)
         print(
-            f"{len(bottles)} bottle(s) valid, {len(problems)} error(s)",
+            f"{len(bottles)} bottle(s) valid, {len(problems)} error(s) (backends: "
+            f"{', '.join(enforcement.backends_for(backend))})",
             file=err if problems else out,
         )
     return EXIT_INVALID if problems else EXIT_OK
@@ -305,7 +320,10 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not args.paths:
         print("error: bottle plan needs manifest PATHs or -i INVENTORY", file=err)
         return EXIT_INVALID
+    args.backend = args.backend or "smolmachines"
     bottles, problems = _resolve(args.paths, err)
+    bottles, refused = enforcement.check_bottles(bottles, args.backend)
+    problems += refused
     try:
         entries = [_plan_entry(b, args) for b in bottles]
     except ValueError as exc:
@@ -354,7 +372,12 @@ def _fleet_preflight(args: argparse.Namespace, err: TextIO) -> tuple[str, list[s
     except ValueError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_INVALID
-    _count, problems, secrets = fleet.validate_inventory(data, Path(inventory).parent)
+    _count, problems, secrets = fleet.validate_inventory(
+        data,
+        Path(inventory).parent,
+        check_backends=args.command == "up",  # and plan -i; down, status... only read or remove
+        backend_override=getattr(args, "backend", None),
+    )
     if problems:
         _print_problems(problems, err)
         print(f"{len(problems)} error(s) in the inventory's bottles; nothing was touched", file=err)

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 import ansible_runner
 
+from botbottle import enforcement
 from botbottle._paths import PROJECT_DIR
 from botbottle.manifest import Problem, env_summary, resolve_all
 
@@ -85,10 +86,46 @@ def inventory_answers(inventory: Mapping[str, Any]) -> list[str]:
     return sorted(set(answers))
 
 
+def host_backend(variables: Mapping[str, Any], override: str | None = None) -> str:
+    """The backend a host's bottles run on, as site.yml decides it."""
+    return str(override or variables.get("bottle_backend") or enforcement.BACKENDS[0])
+
+
+def _backend_problems(
+    host: str, backend: str, source: str, bottles: Sequence[Any], states: Mapping[str, str]
+) -> list[Problem]:
+    """The keys of a host's bottles that its backend does not enforce (bottles it
+    removes are not checked: removing needs nothing enforced)."""
+    if "{{" in backend:
+        return []  # a template: site.yml's validation play checks the value it renders to
+    if backend not in (*enforcement.BACKENDS, enforcement.AUTO):
+        return [
+            Problem(
+                f"inventory host {host}",
+                "bottle_backend",
+                f"bottle_backend {backend!r} is not one of smolmachines, docker, auto",
+                "use smolmachines (the default), docker (the example backend) or auto (demo only)",
+            )
+        ]
+    context = f"inventory host {host} runs it on {source} {backend}" + (
+        ", which may use either backend" if backend == enforcement.AUTO else ""
+    )
+    keep = [b for b in bottles if states.get(os.path.realpath(b.file), "started") != "absent"]
+    return enforcement.check_bottles(keep, backend, context)[1]
+
+
 def validate_inventory(
-    inventory: Mapping[str, Any], inventory_dir: Path
+    inventory: Mapping[str, Any],
+    inventory_dir: Path,
+    *,
+    check_backends: bool = False,
+    backend_override: str | None = None,
 ) -> tuple[int, list[Problem], list[str]]:
     """Resolve every host's manifests (relative to the inventory's folder).
+
+    With ``check_backends`` (``bottle up``, ``bottle plan -i``), a bottle the host
+    creates or keeps must not set a key its backend (``bottle_backend``, or
+    ``backend_override``) does not enforce.
 
     Returns the number of bottle entries, the problems (empty when valid) and the
     secrets to redact: the values of host variables the bottles' env copies, and the
@@ -96,9 +133,11 @@ def validate_inventory(
     """
     problems: list[Problem] = []
     secrets: list[str] = inventory_answers(inventory)
+    hostvars = (inventory.get("_meta") or {}).get("hostvars") or {}
     count = 0
     for host, entries in inventory_bottles(inventory).items():
         paths = []
+        states: dict[str, str] = {}
         for entry in entries:
             manifest = entry.get("manifest")
             if not isinstance(manifest, str):
@@ -111,11 +150,17 @@ def validate_inventory(
                     )
                 )
                 continue
-            paths.append(str(inventory_dir / manifest) if not os.path.isabs(manifest) else manifest)
+            path = str(inventory_dir / manifest) if not os.path.isabs(manifest) else manifest
+            paths.append(path)
+            states[os.path.realpath(path)] = str(entry.get("state", "started"))
         count += len(paths)
         if paths:
             bottles, found = resolve_all(paths)
             problems.extend(found)
+            if check_backends:
+                backend = host_backend(hostvars.get(host) or {}, backend_override)
+                source = "--backend" if backend_override else "bottle_backend"
+                problems.extend(_backend_problems(host, backend, source, bottles, states))
             for bottle in bottles:
                 for info in env_summary(bottle.manifest).values():
                     value = os.environ.get(info.get("variable", ""), "")
@@ -326,6 +371,7 @@ def is_tty(stream: TextIO) -> bool:
 __all__ = [
     "Progress",
     "artifacts_root",
+    "host_backend",
     "inventory_bottles",
     "is_tty",
     "load_inventory",

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -195,3 +196,193 @@ def test_console_script_version() -> None:
     proc = subprocess.run([BOTTLE, "--version"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0
     assert proc.stdout.startswith("bottle ")
+
+
+# --------------------------------------------------------------------------- unenforced keys
+
+MATCHES = (
+    "egress:\n"
+    "  routes:\n"
+    "    - host: pypi.org\n"
+    "    - host: api.github.com\n"
+    "      matches: [{paths: [{type: prefix, value: /repos/our-org/}]}]\n"
+)
+
+
+def _errors(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error: ")]
+
+
+def test_validate_refuses_a_key_no_backend_enforces(tmp_path: Path) -> None:
+    (tmp_path / "scoped.yml").write_text(MATCHES)
+    for extra in ([], ["--backend", "smolmachines"], ["--backend", "docker"]):
+        code, out, err = run("validate", str(tmp_path / "scoped.yml"), *extra)
+        assert code == cli.EXIT_INVALID, err
+        [line] = _errors(err)
+        assert "scoped.yml:5: $.egress.routes[1].matches: route 1 (host api.github.com)" in line
+        assert "'matches' is not enforced by the" in line
+        assert "(fix: remove the key, or use a backend that enforces it; the egress proxy" in line
+        assert "ok  scoped" not in out
+        assert "Traceback" not in out + err
+    assert (
+        "smolmachines and docker backends"
+        in _errors(run("validate", str(tmp_path / "scoped.yml"))[2])[0]
+    )
+
+
+def test_validate_without_backend_checks_both_and_with_one_checks_that_one(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "disk.yml").write_text("runtime: {storage_gib: 20}\n")  # smolmachines only
+    (tmp_path / "user.yml").write_text("runtime: {user: agent}\n")  # docker only
+    for name, path, enforced_by, other in (
+        ("disk", "$.runtime.storage_gib", "smolmachines", "docker"),
+        ("user", "$.runtime.user", "docker", "smolmachines"),
+    ):
+        target = str(tmp_path / f"{name}.yml")
+        code, out, _ = run("validate", target, "--backend", enforced_by)
+        assert code == cli.EXIT_OK and f"ok  {name}" in out
+        assert f"(backends: {enforced_by})" in out
+        code, _, err = run("validate", target, "--backend", other)
+        assert code == cli.EXIT_INVALID
+        [line] = _errors(err)
+        assert f"{name}.yml:1: {path}:" in line and f"the {other} backend:" in line
+        code, _, err = run("validate", target)
+        assert code == cli.EXIT_INVALID
+        [line] = _errors(err)
+        assert f"the {other} backend:" in line and "unless given --backend" in line
+        assert "(backends: smolmachines, docker)" in err
+
+
+def test_validate_json_lists_unenforced_keys_as_errors(tmp_path: Path) -> None:
+    (tmp_path / "scoped.yml").write_text(MATCHES)
+    code, out, _ = run("validate", str(tmp_path), "--format", "json")
+    assert code == cli.EXIT_INVALID
+    data = json.loads(out)
+    assert data["valid"] is False and data["bottles"] == []
+    [error] = data["errors"]
+    assert error["path"] == "$.egress.routes[1].matches" and error["line"] == 5
+    assert error["file"].endswith("scoped.yml") and "issue 14" in error["fix"]
+
+
+def test_plan_refuses_keys_its_backend_does_not_enforce(tmp_path: Path) -> None:
+    (tmp_path / "disk.yml").write_text("runtime: {storage_gib: 20}\n")
+    (tmp_path / "scoped.yml").write_text(MATCHES)
+    code, out, _ = run("plan", str(tmp_path / "disk.yml"))  # smolmachines applies it
+    assert code == cli.EXIT_OK and "bottle disk" in out
+    code, out, err = run("plan", str(tmp_path / "disk.yml"), "--backend", "docker")
+    assert code == cli.EXIT_INVALID
+    assert "bottle disk" not in out
+    [line] = _errors(err)
+    assert "$.runtime.storage_gib: 'runtime.storage_gib' is not enforced by the docker" in line
+    for backend in ("smolmachines", "docker"):
+        code, out, err = run("plan", str(tmp_path), "--backend", backend, "--format", "json")
+        assert code == cli.EXIT_INVALID
+        data = json.loads(out)
+        assert data["valid"] is False
+        assert [b["name"] for b in data["bottles"]] == (["disk"] if backend != "docker" else [])
+        paths = sorted(e["path"] for e in data["errors"])
+        expected = ["$.egress.routes[1].matches"]
+        if backend == "docker":
+            expected = ["$.egress.routes[1].matches", "$.runtime.storage_gib"]
+        assert paths == expected
+        assert "Traceback" not in err
+
+
+class FakeFleet:
+    """bottle up's preflight without Ansible: a fixed inventory, a runner that records."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, hosts: dict[str, Any]):
+        self.runs: list[dict[str, Any]] = []
+        self.inventory = tmp_path / "inventory.yml"
+        self.inventory.write_text("# read through the fake\n")
+        data = {"_meta": {"hostvars": hosts}}
+        monkeypatch.setattr(cli.fleet, "load_inventory", lambda _path: data)
+        monkeypatch.setattr(cli.fleet, "run_playbook", self.run_playbook)
+
+    def run_playbook(self, playbook: str, inventory: str, progress: Any, **kwargs: Any) -> Any:
+        self.runs.append({"playbook": playbook, **kwargs})
+        return 0, self.inventory.parent / "artifacts"
+
+    def main(self, *argv: str) -> tuple[int, str, str]:
+        return run(*argv[:1], "-i", str(self.inventory), *argv[1:])
+
+
+def test_up_refuses_what_each_hosts_backend_does_not_enforce(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "scoped.yml").write_text(MATCHES)
+    (tmp_path / "disk.yml").write_text("runtime: {storage_gib: 20}\n")
+    (tmp_path / "plain.yml").write_text("egress: {routes: [{host: pypi.org}]}\n")
+    fake = FakeFleet(
+        monkeypatch,
+        tmp_path,
+        {
+            "micro": {"bottles": ["disk.yml", "plain.yml"]},  # default: smolmachines
+            "lab": {"bottle_backend": "docker", "bottles": [{"manifest": "disk.yml"}]},
+            "demo": {"bottle_backend": "auto", "bottles": ["scoped.yml"]},
+        },
+    )
+    code, out, err = fake.main("up")
+    assert code == cli.EXIT_INVALID
+    assert fake.runs == []  # nothing was touched
+    errors = _errors(err)
+    assert len(errors) == 2, err
+    disk = next(line for line in errors if "storage_gib" in line)
+    assert "disk.yml:1: $.runtime.storage_gib:" in disk and "by the docker backend" in disk
+    assert "inventory host lab runs it on bottle_backend docker" in disk
+    scoped = next(line for line in errors if "matches" in line)
+    assert "scoped.yml:5: $.egress.routes[1].matches: route 1 (host api.github.com)" in scoped
+    assert "inventory host demo runs it on bottle_backend auto, which may use either" in scoped
+    assert "(fix: remove the key, or use a backend that enforces it" in scoped
+    assert "nothing was touched" in err
+    assert "Traceback" not in out + err
+    # the fleet-wide plan is bottle up --check: refused the same way
+    code, _, err = fake.main("plan")
+    assert code == cli.EXIT_INVALID and fake.runs == [] and len(_errors(err)) == 2
+
+
+def test_up_backend_override_and_bottles_being_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "disk.yml").write_text("runtime: {storage_gib: 20}\n")
+    fake = FakeFleet(monkeypatch, tmp_path, {"h": {"bottles": ["disk.yml"]}})
+    assert fake.main("up")[0] == cli.EXIT_OK  # smolmachines applies storage_gib
+    assert [r["playbook"] for r in fake.runs] == ["site.yml"]
+    code, _, err = fake.main("up", "--backend", "docker")
+    assert code == cli.EXIT_INVALID and len(fake.runs) == 1
+    assert "inventory host h runs it on --backend docker" in err
+    # down, status, verify remove or read: they never refuse a key
+    for command in ("down", "status", "verify"):
+        fake.main(command)
+    assert len(fake.runs) == 4
+    # a bottle declared absent is being removed: nothing to enforce
+    gone = FakeFleet(
+        monkeypatch,
+        tmp_path,
+        {
+            "h": {
+                "bottle_backend": "docker",
+                "bottles": [{"manifest": "disk.yml", "state": "absent"}],
+            }
+        },
+    )
+    assert gone.main("up")[0] == cli.EXIT_OK and len(gone.runs) == 1
+
+
+def test_up_refuses_an_unknown_bottle_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "plain.yml").write_text("{}\n")
+    fake = FakeFleet(
+        monkeypatch,
+        tmp_path,
+        {
+            "h": {"bottle_backend": "lxc", "bottles": ["plain.yml"]},
+            "t": {"bottle_backend": "{{ chosen }}", "bottles": ["plain.yml"]},  # site.yml checks
+        },
+    )
+    code, _, err = fake.main("up")
+    assert code == cli.EXIT_INVALID and fake.runs == []
+    [line] = _errors(err)
+    assert "inventory host h: bottle_backend: bottle_backend 'lxc' is not one of" in line

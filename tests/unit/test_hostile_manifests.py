@@ -292,6 +292,58 @@ CORPUS: dict[str, tuple[Writer, int, str]] = {
         2,
         "surrounding white space",
     ),
+    # keys no backend (here: neither smolmachines, which plan renders by default, nor
+    # docker) enforces are refused, never silently ignored
+    "matches-not-enforced": (
+        text(
+            "egress:\n  routes:\n    - host: api.github.com\n"
+            "      matches: [{paths: [{type: prefix, value: /repos/our-org/}]}]\n"
+        ),
+        2,
+        "$.egress.routes[0].matches: route 0 (host api.github.com): 'matches' is not enforced",
+    ),
+    "auth-not-enforced": (
+        text(
+            "egress:\n  routes:\n    - host: api.github.com\n"
+            "      auth: {scheme: Bearer, token_ref: GH_TOKEN}\n"
+        ),
+        2,
+        "route 0 (host api.github.com): 'auth' is not enforced",
+    ),
+    "dlp-not-enforced": (
+        text(
+            "egress:\n  routes:\n    - host: api.github.com\n"
+            "      dlp: {outbound_on_match: block}\n"
+        ),
+        2,
+        "route 0 (host api.github.com): 'dlp' is not enforced",
+    ),
+    "log-2-not-enforced": (text("egress: {log: 2}\n"), 2, "'egress.log: 2' is not enforced"),
+    "git-gate-not-enforced": (
+        text("git-gate: {repos: {app: {url: ssh://git@git.example.com/app.git}}}\n"),
+        2,
+        "$.git-gate: 'git-gate' is not enforced",
+    ),
+    "agent-provider-not-enforced": (
+        text("agent_provider: {template: codex}\n"),
+        2,
+        "$.agent_provider: 'agent_provider' is not enforced",
+    ),
+    "user-not-on-smolmachines": (
+        text("runtime: {user: root}\n"),
+        2,
+        "'runtime.user' is not enforced by the smolmachines backend",
+    ),
+    "capabilities-not-on-smolmachines": (
+        text("runtime: {capabilities: [CHOWN]}\n"),
+        2,
+        "'runtime.capabilities' is not enforced by the smolmachines backend",
+    ),
+    "port-protocol-and-address-not-on-smolmachines": (
+        text("runtime: {ports: [{host: 5353, guest: 53, protocol: udp, address: 0.0.0.0}]}\n"),
+        2,
+        "$.runtime.ports[0].address",
+    ),
     # 4. no silent skips
     "symlink-loop-in-folder": (symlink_loop_in_folder, 2, "symlink loop"),
     "broken-symlink-in-folder": (broken_symlink_in_folder, 2, "broken symlink"),
@@ -546,7 +598,8 @@ def test_mutated_manifests_exit_0_or_2_and_plan_agrees(body: str, name: str) -> 
         shutil.copy(EXAMPLES / "base.yml", folder / "base.yml")
         path = folder / name
         path.write_text(f"---\n{body}---\n" if name.endswith(".md") else body)
-        code, _, err = _run(["validate", str(path)])
+        # plan renders smolmachines by default; validate checks it when told to
+        code, _, err = _run(["validate", str(path), "--backend", "smolmachines"])
         assert code in (cli.EXIT_OK, cli.EXIT_INVALID), err
         plan_code, plan_out, plan_err = _run(["plan", str(path), "--format", "json"])
         assert plan_code == code, plan_err
@@ -600,6 +653,16 @@ shaped = st.fixed_dictionaries(
                 ),
                 "workdir": any_text.map(lambda v: "/" + v),
                 "image": any_text.filter(bool),
+                # keys one backend applies and the other refuses
+                "storage_gib": st.integers(min_value=1, max_value=4096),
+                "user": any_text.filter(bool),
+                "ports": st.lists(
+                    st.fixed_dictionaries(
+                        {"host": st.integers(1, 65535), "guest": st.integers(1, 65535)},
+                        optional={"protocol": st.sampled_from(["tcp", "udp"])},
+                    ),
+                    max_size=2,
+                ),
             },
         ),
         "egress": st.fixed_dictionaries(
@@ -620,7 +683,7 @@ def test_where_validate_passes_plan_does_not_fail(
         shutil.copy(EXAMPLES / "base.yml", folder / "base.yml")
         path = folder / "m.yml"
         path.write_text(yaml.safe_dump(data, allow_unicode=True))
-        code, _, err = _run(["validate", str(path)])
+        code, _, err = _run(["validate", str(path), "--backend", backend])
         plan_code, out, plan_err = _run(["plan", str(path), "--format", fmt, "--backend", backend])
     assert code in (cli.EXIT_OK, cli.EXIT_INVALID), err
     assert plan_code == code, plan_err

@@ -1,0 +1,112 @@
+"""Refuse manifest keys a backend does not enforce, as :class:`Problem` lines.
+
+Which backend enforces which key is decided in one place, the collection's
+``module_utils/_enforced.py``; this turns its findings into problems that name the
+file that sets the key (a parent's, when the key is inherited), its line, the route
+(index and host) and the fix. Used by ``bottle validate``, ``bottle plan``, the
+``bottle up`` preflight and the ``bottle_manifest`` lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ansible_collections.botbottle.bottle.plugins.module_utils._enforced import (
+    AUTO,
+    BACKENDS,
+    Unenforced,
+    backends_for,
+    is_set,
+    unenforced,
+)
+from botbottle.manifest import (
+    Bottle,
+    Document,
+    ManifestError,
+    Problem,
+    _display,
+    json_path,
+    load_document,
+)
+
+__all__ = ["AUTO", "BACKENDS", "backend_problems", "backends_for", "check_bottles"]
+
+
+def _get(data: Any, parts: Sequence[str | int]) -> tuple[bool, Any]:
+    for part in parts:
+        if isinstance(part, int):
+            if not isinstance(data, list) or part >= len(data):
+                return False, None
+        elif not isinstance(data, dict) or part not in data:
+            return False, None
+        data = data[part]
+    return True, data
+
+
+def _documents(bottle: Bottle) -> list[Document]:
+    """The bottle's files as written, ancestors first (read again only to name them)."""
+    try:
+        return [load_document(path) for path in bottle.chain]
+    except (ManifestError, OSError):
+        return []  # changed since it was resolved: name the bottle's own file
+
+
+def _origin(
+    documents: Sequence[Document], item: Unenforced
+) -> tuple[Document, tuple[str | int, ...], int | None] | None:
+    """The document that sets ``item``, the key's parts there and the route's index there."""
+    if item.route is not None:
+        offset = 0
+        for doc in documents:  # routes are concatenated along extends, ancestors first
+            found, routes = _get(doc.data, ("egress", "routes"))
+            if not found or not isinstance(routes, list):
+                continue
+            if item.route < offset + len(routes):
+                local = item.route - offset
+                return doc, ("egress", "routes", local, *item.parts[3:]), local
+            offset += len(routes)
+        return None
+    for doc in reversed(documents):  # every other key: the last file that sets it wins
+        found, value = _get(doc.data, item.parts)
+        if found and is_set(value):
+            return doc, item.parts, None
+    return None
+
+
+def backend_problems(bottle: Bottle, backend: str, context: str = "") -> list[Problem]:
+    """One problem per key of ``bottle`` that ``backend`` (or, for ``auto``, either
+    backend) does not enforce; ``context`` ends each message (the host, why)."""
+    found = unenforced(bottle.manifest, backend)
+    if not found:
+        return []
+    documents = _documents(bottle)
+    problems = []
+    for item in found:
+        origin = _origin(documents, item)
+        if origin is None:
+            file, path, line, message = _display(bottle.file), item.path, None, item.message()
+        else:
+            doc, parts, route = origin
+            file, path, line = _display(doc.file), json_path(parts), doc.line_of(parts)
+            message = item.message(route)
+        if context:
+            message += f"; {context}"
+        problems.append(Problem(file, path, message, item.fix, line))
+    return sorted(problems, key=lambda p: (p.file, p.line or 0))
+
+
+def check_bottles(
+    bottles: Sequence[Bottle], backend: str, context: str = ""
+) -> tuple[list[Bottle], list[Problem]]:
+    """Split ``bottles`` into those every key of which ``backend`` enforces, and the
+    problems of the others (a problem shared through a parent is reported once)."""
+    ok: list[Bottle] = []
+    problems: list[Problem] = []
+    for bottle in bottles:
+        found = backend_problems(bottle, backend, context)
+        if found:
+            problems += [p for p in found if p not in problems]
+        else:
+            ok.append(bottle)
+    return ok, problems
