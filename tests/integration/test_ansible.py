@@ -56,3 +56,36 @@ def test_site_stops_before_any_host_on_an_invalid_manifest(tmp_path: Path) -> No
     assert "Traceback" not in out
     # the first play failed: the bring-up play never started
     assert "Bring each host's bottles" not in out
+
+
+def test_site_refuses_a_key_the_hosts_backend_does_not_enforce(tmp_path: Path) -> None:
+    (tmp_path / "scoped.yml").write_text(
+        "egress:\n"
+        "  routes:\n"
+        "    - host: api.github.com\n"
+        "      matches: [{paths: [{type: prefix, value: /repos/our-org/}]}]\n"
+    )
+    bottles = [{"manifest": str(tmp_path / "scoped.yml")}]
+    proc = playbook(
+        "site.yml",
+        "-i",
+        "examples/inventory/local.yml",  # bottle_backend: auto, either backend
+        "-e",
+        json.dumps({"bottles": bottles}),
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "scoped.yml:4: $.egress.routes[0].matches: route 0 (host api.github.com)" in out
+    assert "is not enforced by the smolmachines and docker backends" in out
+    assert "the egress proxy (issue 14) will enforce" in out
+    assert "Traceback" not in out
+    assert "Bring each host's bottles" not in out  # stopped before any host
+    # removing the bottle (bottle down) needs nothing enforced
+    down = playbook(
+        "playbooks/validate.yml",
+        "-i",
+        "examples/inventory/local.yml",
+        "-e",
+        json.dumps({"bottles": bottles, "bottle_state_override": "absent"}),
+    )
+    assert down.returncode == 0, down.stdout + down.stderr

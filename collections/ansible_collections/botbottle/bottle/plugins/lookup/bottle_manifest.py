@@ -12,6 +12,7 @@ from ansible.plugins.lookup import LookupBase
 from ansible.utils.display import Display
 
 try:
+    from botbottle.enforcement import AUTO, BACKENDS, backend_problems
     from botbottle.manifest import env_summary, resolve_all
     from botbottle.policy import warnings
 
@@ -46,6 +47,16 @@ options:
   basedir:
     description: Folder relative paths are resolved against; the playbook's folder by default.
     type: path
+  backend:
+    description:
+      - The backend the bottles run on (C(smolmachines), C(docker), or C(auto), which may use
+        either). A bottle that sets a manifest key this backend does not enforce (a route's
+        C(matches), C(auth) or C(dlp), C(egress.log) 1 or 2, C(git-gate), C(agent_provider),
+        or a C(runtime) key the backend does not apply) fails the lookup, naming the file, the
+        route and the key. Bottles whose declared state is C(absent) are not checked.
+      - Empty (the default) checks the schema only.
+    type: str
+    default: ""
 notes:
   - Secrets are never returned; C(${HOST_VAR}) and C(?prompt) entries stay unresolved.
 """
@@ -54,6 +65,10 @@ EXAMPLES = r"""
 - name: Load the example bottles
   ansible.builtin.set_fact:
     bottles: "{{ query('botbottle.bottle.bottle_manifest', 'examples/bottles') }}"
+
+- name: Load them for the Docker backend (refuse keys it does not enforce)
+  ansible.builtin.set_fact:
+    bottles: "{{ query('botbottle.bottle.bottle_manifest', 'examples/bottles', backend='docker') }}"
 
 - name: Show each bottle's policy hash
   ansible.builtin.debug:
@@ -102,7 +117,9 @@ _list:
 """
 
 
-def _load(paths: list[str], states: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def _load(
+    paths: list[str], states: dict[str, str] | None = None, backend: str = ""
+) -> list[dict[str, Any]]:
     if _IMPORT_ERROR is not None:
         raise AnsibleLookupError(
             "botbottle.bottle.bottle_manifest needs the bot-bottle Python package on the "
@@ -113,6 +130,17 @@ def _load(paths: list[str], states: dict[str, str] | None = None) -> list[dict[s
     bottles, problems = resolve_all(paths, warnings=skipped)
     for warning in skipped:
         Display().warning(f"bottle_manifest: {warning.format()}")
+    if backend:
+        if backend not in (*BACKENDS, AUTO):
+            raise AnsibleLookupError(
+                f"backend {backend!r} is not one of {', '.join((*BACKENDS, AUTO))} (fix: set "
+                "bottle_backend to smolmachines, the default, docker or auto)"
+            )
+        context = "bottle_backend auto may run it on either backend" if backend == AUTO else ""
+        for bottle in bottles:
+            if (states or {}).get(os.path.realpath(str(bottle.file)), "started") == "absent":
+                continue  # removing a bottle needs nothing enforced
+            problems += [p for p in backend_problems(bottle, backend, context) if p not in problems]
     if problems:
         raise AnsibleLookupError(
             "invalid bottle manifests:\n" + "\n".join(p.format() for p in problems)
@@ -165,4 +193,4 @@ class LookupModule(LookupBase):
                 path = os.path.join(basedir, str(item))
                 paths.append(path)
                 states[os.path.realpath(path)] = state
-        return _load(paths, states)
+        return _load(paths, states, str(self.get_option("backend") or ""))
