@@ -318,3 +318,13 @@ def test_the_seal_guard_holds_the_command_until_the_namespace_is_sealed(upstream
         assert "command-ran" in _docker("logs", agent).stdout
     finally:
         _docker("rm", "-f", agent, holder)
+
+
+def test_the_guard_runs_the_images_own_program(upstream: int) -> None:
+    """Busybox prefers its applets: the guard must exec the image's `sleep`, not its own."""
+    run_module(bottle_args(upstream))
+    init = _docker("inspect", "-f", "{{.State.Pid}}", f"bottle-{NAME}").stdout.strip()
+    children = Path(f"/proc/{init}/task/{init}/children").read_text().split()
+    assert len(children) == 1, children
+    assert os.readlink(f"/proc/{children[0]}/exe") == "/usr/bin/sleep"
+    assert Path(f"/proc/{children[0]}/cmdline").read_bytes().split(b"\0")[1] == b"infinity"

@@ -74,10 +74,16 @@ HOLDER_SCRIPT = (
     "exec setpriv --reuid=65534 --regid=65534 --clear-groups -- sleep infinity"
 )
 # The agent's seal guard, run by the static busybox's sh; "$@" is the agent's command.
+# Busybox's sh prefers its own applets to programs of the same name, so the command is
+# looked up on the image's PATH first and run by its full path: `sleep`, `sh` or `env`
+# are the image's programs, never busybox's.
 GUARD_SCRIPT = (
     "b=" + GUARD_BINARY + "; "
     'until read -r s < /sys/class/net/lo/ifalias && [ "$s" = \'' + SEAL + "' ]; "
-    'do "$b" sleep 0.05; done; exec "$@"'
+    'do "$b" sleep 0.05; done; c=$1; shift; '
+    'case $c in */*) ;; *) c=$("$b" which "$c") || '
+    '{ echo "bot-bottle seal guard: command not found on PATH" >&2; exit 127; };; esac; '
+    'exec "$c" "$@"'
 )
 # Reload the rules in the running holder (docker exec: a short-lived NET_ADMIN process).
 RELOAD_ARGV = ("sh", "-ec", HOLDER_SCRIPT.split(" && exec ", 1)[0])
