@@ -75,9 +75,9 @@ def dig(*args: str) -> str:
     return _docker("exec", "bottle-clitest", "dig", "+time=2", "+tries=1", *args).stdout
 
 
-def status(inventory: Path) -> dict[str, Any]:
+def status(inventory: Path, code: int = 0) -> dict[str, Any]:
     proc = run("status", "-i", str(inventory), "--format", "json")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == code, proc.stdout + proc.stderr
     data: dict[str, Any] = json.loads(proc.stdout)
     return data
 
@@ -114,8 +114,12 @@ def test_up_status_down(inventory: Path) -> None:
     down = run("down", "-i", str(inventory))
     assert down.returncode == 0, down.stdout + down.stderr
     assert _docker("container", "inspect", "bottle-clitest").returncode != 0
-    [row] = status(inventory)["hosts"]["localhost"]
-    assert row["state"] == "absent"
+    # declared started, found absent: drift, and status says so with exit 1
+    [row] = status(inventory, code=1)["hosts"]["localhost"]
+    assert row["state"] == "absent" and not row["state_ok"]
+    assert row["reason"] == "declared started, found absent"
+    text = run("status", "-i", str(inventory))
+    assert text.returncode == 1 and "DRIFT: declared started, found absent" in text.stdout
 
 
 def test_a_failing_host_exits_1_and_is_named(inventory: Path, tmp_path: Path) -> None:

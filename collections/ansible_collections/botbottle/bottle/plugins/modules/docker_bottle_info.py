@@ -115,7 +115,12 @@ def _bottles(client: Any, only: list[str] | None) -> list[dict[str, Any]]:
         elif component in ("holder", "resolver"):
             entry[component] = status
         if component == "holder" and status == "running":
-            code, text = exec_in(client, str(container["Id"]), READ_ARGV)
+            try:
+                code, text = exec_in(client, str(container["Id"]), READ_ARGV)
+            except Exception as exc:  # gone or stopped since the listing: read nothing
+                if "No such container" not in str(exc) and "is not running" not in str(exc):
+                    raise
+                entry["holder"], code, text = "absent", 1, ""
             if code == 0:
                 stamp, sealed = parse_rules_dump(text, "")
                 entry["rules"], entry["sealed"] = stamp, sealed
