@@ -13,6 +13,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle im
     Seen,
     Want,
     agent_argv,
+    blocked_destinations,
     file_digest,
     hardening,
     parse_rules_dump,
@@ -352,3 +353,30 @@ def test_hardening_reads_what_docker_reports() -> None:
     assert hardening(reported, {"0a1b2c": "bottle-demo-net"}) == w.agent_hardening
     assert hardening(reported)["network_mode"] == "container:0a1b2c"  # another container's
     assert hardening({**reported, "CapAdd": ["CAP_NET_ADMIN"]})["cap_add"] == ["NET_ADMIN"]
+
+
+def test_other_bottles_coming_and_going_do_not_change_a_bottles_rules() -> None:
+    """The host's addresses on other bottle networks are inside the pool, which is
+    rejected as a whole: a new bottle's gateway does not rewrite this bottle's rules."""
+    cidrs = build_policy(["a.example"], cidrs=["0.0.0.0/0"])
+    pool = "172.30.0.0/16"
+    before = wanted(policy=cidrs, host_addresses=["192.0.2.9", "172.30.0.1"], subnet_pool=pool)
+    after = wanted(
+        policy=cidrs,
+        host_addresses=["192.0.2.9", "172.30.0.1", "172.30.7.17"],
+        subnet_pool=pool,
+    )
+    assert before.files == after.files
+    assert plan(converged(before), after).actions == ()
+    rules = after.files["rules.ipv4"].splitlines()
+    accept = rules.index("-A OUTPUT -d 0.0.0.0/0 -j ACCEPT")
+    for net in ("172.30.0.0/16", "192.0.2.9/32"):
+        assert (
+            rules.index(f"-A OUTPUT -d {net} -j REJECT --reject-with icmp-port-unreachable")
+            < accept
+        )
+    assert blocked_destinations(["10.0.0.5", "172.30.1.1", "fe80::1"], "172.30.0.0/16") == [
+        "172.30.0.0/16",
+        "10.0.0.5",
+        "fe80::1",
+    ]

@@ -32,6 +32,7 @@ and the plan never starts the agent before the rules are loaded and read back.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -312,6 +313,22 @@ def agent_argv(
     return [GUARD_BINARY, "sh", "-c", GUARD_SCRIPT, "bottle-seal-guard"], run
 
 
+def blocked_destinations(host_addresses: Sequence[str], subnet_pool: str) -> list[str]:
+    """What a bottle may never reach besides its gateway: the pool every bottle network
+    comes from (the other bottles, and the host's addresses on them), then the host's
+    own addresses outside it. Listing the pool rather than each bottle's gateway keeps
+    a bottle's rules the same when other bottles come and go."""
+    pool = ipaddress.ip_network(subnet_pool) if subnet_pool else None
+    outside = [
+        a
+        for a in host_addresses
+        if pool is None
+        or ipaddress.ip_address(a).version != pool.version
+        or ipaddress.ip_address(a) not in pool
+    ]
+    return ([str(pool)] if pool is not None else []) + sorted(outside)
+
+
 def want(
     *,
     name: str,
@@ -326,6 +343,7 @@ def want(
     agent: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     host_addresses: Sequence[str] = (),
+    subnet_pool: str = "",
 ) -> Want:
     """The wanted bottle. ``agent`` holds the agent's non-secret settings (image id,
     entrypoint and cmd as resolved, user, workdir, cpus, memory_mib, capabilities,
@@ -338,7 +356,10 @@ def want(
     addresses = bottle_addresses(subnet)
     directory = f"{state_dir}/{name}"
     rules = render_firewall(
-        policy, addresses["resolver"], addresses["gateway"], host_addresses=host_addresses
+        policy,
+        addresses["resolver"],
+        addresses["gateway"],
+        host_addresses=blocked_destinations(host_addresses, subnet_pool),
     )
     files = {
         "dnsmasq.conf": dnsmasq_conf(name, policy, upstreams, addresses["resolver"]),

@@ -472,9 +472,9 @@ def _never_reached(version: int, gateway: str | None, host_addresses: Sequence[s
     if gateway is not None and version == 4:
         nets.append(f"{ipaddress.IPv4Address(gateway)}/32")
     for text in host_addresses:
-        address = ipaddress.ip_address(text)
-        if address.version == version:
-            nets.append(f"{address}/{address.max_prefixlen}")
+        net = ipaddress.ip_network(text, strict=False)
+        if net.version == version:
+            nets.append(str(net))
     nets += [str(net) for net, _ in NEVER_ROUTED if net.version == version]
     return list(dict.fromkeys(nets))
 
@@ -505,7 +505,8 @@ def render_firewall(
     3. DNS (UDP and TCP 53) may reach only ``resolver_ipv4``; DNS over TLS/QUIC
        (853) is rejected;
     4. the network gateway (the Docker host), every address in
-       ``host_addresses`` (the host's own) and :data:`NEVER_ROUTED` (loopback,
+       ``host_addresses`` (the host's own; networks too, e.g. the pool the
+       bottle networks come from) and :data:`NEVER_ROUTED` (loopback,
        link-local, metadata) are rejected -- *before* any route is accepted, so no
        ``cidr`` route, however wide, reaches them;
     5. ``cidr`` routes are accepted;

@@ -331,6 +331,7 @@ def _want(module: AnsibleModule, client: Any) -> tuple[Want, str]:
         agent=agent,
         env={str(k): str(v) for k, v in params["env"].items()},
         host_addresses=host_addresses() if policy.cidrs else (),
+        subnet_pool=params["subnet_pool"] if policy.cidrs else "",
     )
     return wanted, guard
 
