@@ -702,6 +702,17 @@ def test_the_image_role_is_idempotent_and_check_mode_safe(lab: dict[str, Any]) -
         assert done.returncode == 0, done.stdout
         assert re.search(r"changed=0\s", done.stdout), done.stdout
         assert f"egress_proxy_image_ref={lab['image']}" in done.stdout
+    missing = "bot-bottle/egress-proxy-checkmode"
+    done = ansible(
+        "ansible-playbook",
+        "tests/integration/playbooks/egress_proxy_image.yml",
+        "--check",
+        "-e",
+        f"egress_proxy_image_name={missing}",
+    )
+    assert done.returncode == 0, done.stdout
+    assert re.search(r"changed=1\s", done.stdout), done.stdout  # "would be built"
+    assert _docker("image", "ls", "-q", missing).stdout.strip() == ""
 
 
 def test_latency_through_the_proxy(lab: dict[str, Any]) -> None:
