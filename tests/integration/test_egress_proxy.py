@@ -158,16 +158,7 @@ def _build_image() -> str:
 def _ensure_netutils() -> None:
     if _docker("image", "inspect", NETUTILS).returncode == 0:
         return
-    done = ansible(
-        "ansible",
-        "localhost",
-        "-c",
-        "local",
-        "-m",
-        "ansible.builtin.include_role",
-        "-a",
-        "name=docker_bottle_example tasks_from=image",
-    )
+    done = ansible("ansible-playbook", "tests/integration/playbooks/netutils_image.yml")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
