@@ -165,12 +165,8 @@ options:
     description: How long to wait for a (re)started resolver to answer; polled, never slept out.
     type: int
     default: 30
-  docker_host:
-    description: The engine's address; the local socket by default.
-    type: str
-requirements:
-  - The Docker SDK for Python on the managed host (Debian C(python3-docker), or C(docker)
-    from PyPI).
+extends_documentation_fragment:
+  - botbottle.bottle.docker
 attributes:
   check_mode:
     support: full

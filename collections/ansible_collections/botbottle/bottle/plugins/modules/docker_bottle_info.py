@@ -43,12 +43,8 @@ options:
     description: Only these bottles (by bottle name); all of them by default.
     type: list
     elements: str
-  docker_host:
-    description: The engine's address; the local socket by default.
-    type: str
-requirements:
-  - The Docker SDK for Python on the managed host (Debian C(python3-docker), or C(docker)
-    from PyPI).
+extends_documentation_fragment:
+  - botbottle.bottle.docker
 attributes:
   check_mode:
     support: full
