@@ -3,13 +3,16 @@
 The probe is compiled from the role's source exactly as the bottle_verify role
 compiles it (gcc -static), then asked about a fake upstream on 127.0.0.1, a closed
 port, the responder bound to a loopback address, and the capability sets of its own
-process and of PID 1. Nothing leaves the machine.
+process and of PID 1. The role's build is cached per content (check mode, then a
+build, then no change). Nothing leaves the machine.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -34,6 +37,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._runtime import (
     forbidden_in_mask,
 )
 from tests.fake_upstream import serve
+from tests.helpers import ansible
 
 pytestmark = pytest.mark.integration
 
@@ -255,3 +259,66 @@ def test_the_responder_leaves_a_taken_port_to_its_owner(probe: Path) -> None:
             [dot] = _run(probe, f"tcp {address} 853")
     assert "tcp/853: already served on the host" in responder.notes
     assert dot["outcome"] == "connected"  # the owner's socket answered
+
+
+_BUILD_PLAY = """
+- name: Build the probe as bottle verify does
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: The role's probe tasks
+      ansible.builtin.include_role:
+        name: bottle_verify
+        tasks_from: probe
+      vars:
+        bottle_verify_probe_dir: {cache}
+        bottle_verify_install_build_deps: false
+    - name: Say which binary it chose
+      ansible.builtin.debug:
+        msg: "probe={{{{ _bottle_verify_probe }}}}"
+"""
+
+
+def _build(tmp_path: Path, cache: Path, *extra: str) -> tuple[int, str]:
+    """Run the role's build; (changed count, the probe path it chose)."""
+    play = tmp_path / "build.yml"
+    play.write_text(_BUILD_PLAY.format(cache=cache))
+    proc = ansible(
+        "ansible-playbook",
+        "-i",
+        "localhost,",
+        "-c",
+        "local",
+        "-e",
+        "ansible_python_interpreter=/usr/bin/python3",
+        *extra,
+        str(play),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    changed = re.search(r"localhost\s+: ok=\d+\s+changed=(\d+)", proc.stdout)
+    chosen = re.search(r"probe=(\S+?)\"?$", proc.stdout, re.MULTILINE)
+    assert changed and chosen, proc.stdout
+    return int(changed.group(1)), chosen.group(1)
+
+
+def test_the_role_builds_the_probe_once_per_content(tmp_path: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("gcc") is None:
+        pytest.skip("the role's build needs root (root-owned cache) and gcc")
+    cache = tmp_path / "cache"
+    # the name: sha256 of the flags and the source, each followed by a space
+    key = hashlib.sha256(b"-static -O2 " + SOURCE.read_bytes()).hexdigest()
+    expected = cache / f"bottle-probe-{key}"
+    # check mode on an empty cache reports the build and builds nothing
+    changed, chosen = _build(tmp_path, cache, "--check")
+    assert changed > 0 and chosen == str(expected) and not expected.exists()
+    changed, chosen = _build(tmp_path, cache)
+    assert changed > 0 and chosen == str(expected)
+    assert os.access(expected, os.X_OK)
+    ldd = subprocess.run(["ldd", str(expected)], capture_output=True, text=True, check=False)
+    assert "not a dynamic executable" in ldd.stdout + ldd.stderr
+    assert sorted(p.name for p in cache.iterdir()) == [expected.name, f"{expected.name}.c"]
+    built = expected.stat().st_mtime_ns
+    # a re-run, and check mode on the warm cache, change nothing and build nothing
+    assert _build(tmp_path, cache) == (0, str(expected))
+    assert _build(tmp_path, cache, "--check") == (0, str(expected))
+    assert expected.stat().st_mtime_ns == built
