@@ -1,10 +1,11 @@
 """`bottle verify` and `bottle audit` end to end on the Docker example backend.
 
-The bottle's literal "internet" resolver is a fake upstream this test runs on the
+The bottles' literal "internet" resolver is a fake upstream this test runs on the
 gateway of its own egress network (on this machine); no query leaves the machine.
-The suite must pass on the real bottle, and fail - exit 1, naming the leaks - on
-a bottle whose firewall was flushed behind bot-bottle's back, or whose agent was
-started with NET_ADMIN (which could flush it); `bottle up` then restores it. The
+The host runs two bottles, probed in one module call. The suite must pass on the
+real bottles, and fail - exit 1, naming the leaks - on a bottle whose firewall was
+flushed behind bot-bottle's back, or whose agent was started with NET_ADMIN (which
+could flush it), while its peer stays sealed; `bottle up` then restores it. The
 audit must show an encoded query the agent made, flagged, and never the agent's
 secret.
 """
@@ -30,6 +31,7 @@ NETWORK = "bbverify-egress"
 SUBNET = "172.29.249.0/24"
 GATEWAY = "172.29.249.1"
 NAME = "verifytest"
+PEER = "verifypeer"  # a second bottle on the same host
 SECRET = "bb-verify-secret-value-3a7c9d"
 ENCODED = base64.b32encode(SECRET.encode()).decode().rstrip("=").lower()
 
@@ -50,11 +52,15 @@ def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         "runtime:\n  command: [sleep, infinity]\n"
         "egress:\n  routes:\n    - host: verify.bbtest.example\n"
     )
+    (base / f"{PEER}.yml").write_text(
+        "runtime:\n  command: [sleep, infinity]\n"
+        "egress:\n  routes:\n    - host: peer.bbtest.example\n"
+    )
     host = {
         "ansible_connection": "local",
         "ansible_python_interpreter": "/usr/bin/python3",
         "bottle_backend": "docker",
-        "bottles": [{"manifest": f"{NAME}.yml"}],
+        "bottles": [{"manifest": f"{NAME}.yml"}, {"manifest": f"{PEER}.yml"}],
         "docker_bottle_upstream_dns": [f"{GATEWAY}#{port}"],
         "docker_bottle_egress_network": NETWORK,
         "docker_bottle_agent_image": "bot-bottle/netutils:latest",
@@ -83,15 +89,21 @@ def verify(inventory: Path) -> tuple[int, dict[str, Any], str]:
     return proc.returncode, data, proc.stdout + proc.stderr
 
 
-def checks(data: dict[str, Any]) -> dict[str, str]:
-    [row] = data["hosts"]["localhost"]
-    return {c["name"]: c["verdict"] for c in row["results"]}
+def row(data: dict[str, Any], name: str = NAME) -> dict[str, Any]:
+    [found] = [r for r in data["hosts"]["localhost"] if r["bottle"] == name]
+    return dict(found)
+
+
+def checks(data: dict[str, Any], name: str = NAME) -> dict[str, str]:
+    return {c["name"]: c["verdict"] for c in row(data, name)["results"]}
 
 
 def test_the_example_bottle_is_sealed(inventory: Path) -> None:
     code, data, output = verify(inventory)
     assert code == 0, output
     assert data["verdict"] == "sealed"
+    assert sorted(r["bottle"] for r in data["hosts"]["localhost"]) == [PEER, NAME]
+    assert row(data, PEER)["verdict"] == "sealed", output
     verdicts = checks(data)
     for name in (
         "allowed-name",
@@ -110,9 +122,55 @@ def test_the_example_bottle_is_sealed(inventory: Path) -> None:
         "capabilities",
     ):
         assert verdicts.get(name) == "pass", (name, output)
-    # the probe left nothing behind in the agent
-    listing = _docker("exec", f"bottle-{NAME}", "ls", "-a", "/tmp").stdout
-    assert ".bottle-probe" not in listing
+    # the probe left nothing behind in the agents
+    for name in (NAME, PEER):
+        listing = _docker("exec", f"bottle-{name}", "ls", "-a", "/tmp").stdout
+        assert ".bottle-probe" not in listing
+
+
+def _probe_events(stderr: str) -> list[dict[str, Any]]:
+    """The job events of the run's bottle_probe tasks (from the artifacts it names)."""
+    [line] = [x for x in stderr.splitlines() if x.startswith("artifacts: ")]
+    events = [json.loads(p.read_text()) for p in Path(line.split(": ", 1)[1]).glob("job_events/*")]
+    return [
+        e
+        for e in events
+        if e["event"].startswith(("runner_on_", "runner_item_on_"))
+        and e["event"] != "runner_on_start"
+        and e["event_data"].get("resolved_action") == "botbottle.bottle.bottle_probe"
+    ]
+
+
+def test_one_module_call_probes_both_bottles_of_the_host(inventory: Path, tmp_path: Path) -> None:
+    proc = bottle(
+        "verify",
+        "-i",
+        str(inventory),
+        "--format",
+        "json",
+        BB_VERIFY_TOKEN=SECRET,
+        BOTTLE_ARTIFACTS_DIR=str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # one task result for the host - not a loop with an item per bottle - holds both bottles
+    [event] = _probe_events(proc.stderr)
+    assert event["event"] == "runner_on_ok", event["event"]
+    result = event["event_data"]["res"]
+    assert "results" not in result  # a loop's items would be there
+    assert sorted((b["bottle"], b["verdict"]) for b in result["bottles"]) == [
+        (PEER, "sealed"),
+        (NAME, "sealed"),
+    ]
+    assert result["verdict"] == "sealed"
+    # each bottle was probed with its own names, and the report row is that bottle's result
+    data = json.loads(proc.stdout)
+    for probed in result["bottles"]:
+        assert row(data, probed["bottle"])["results"] == probed["results"]
+    names = {
+        b["bottle"]: {c["evidence"]["probe"].split()[-1] for c in b["results"]}
+        for b in result["bottles"]
+    }
+    assert "verify.bbtest.example" in names[NAME] and "peer.bbtest.example" in names[PEER]
 
 
 def test_the_audit_shows_an_encoded_query_flagged_and_never_the_secret(inventory: Path) -> None:
@@ -170,6 +228,7 @@ def test_a_weakened_bottle_fails_verify_and_up_restores_it(inventory: Path) -> N
     code, data, output = verify(inventory)
     assert code == 1, output
     assert data["verdict"] == "leak"
+    assert row(data, PEER)["verdict"] == "sealed", output  # probed alongside, untouched
     verdicts = checks(data)
     assert verdicts["docker-embedded-dns-udp"] == "leak"
     assert verdicts["docker-embedded-dns-tcp"] == "leak"
@@ -188,8 +247,7 @@ def test_a_weakened_bottle_fails_verify_and_up_restores_it(inventory: Path) -> N
 
 
 def _capabilities(data: dict[str, Any]) -> dict[str, Any]:
-    [row] = data["hosts"]["localhost"]
-    [check] = [c for c in row["results"] if c["name"] == "capabilities"]
+    [check] = [c for c in row(data)["results"] if c["name"] == "capabilities"]
     return dict(check)
 
 

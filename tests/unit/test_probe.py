@@ -6,18 +6,28 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.botbottle.bottle.plugins.filter.verify import (
+    bottle_verify_message,
+    bottle_verify_report,
+)
 from ansible_collections.botbottle.bottle.plugins.module_utils._probe import (
     HOST,
     NEIGHBOUR,
     PROBE_LABEL,
+    BottleSpec,
     Result,
     Target,
     capability_check,
     evaluate,
+    failure_message,
+    host_verdict,
+    parse_bottles,
     parse_server,
     plan_checks,
     probe_names,
     random_label,
+    report_rows,
+    summary,
     unlisted_name,
     verdict,
 )
@@ -309,3 +319,200 @@ def test_a_capability_leak_makes_the_bottle_leak() -> None:
     assert verdict(evaluate(checks, leaking, {})) == "leak"
     unread = {**SEALED, "capabilities": {"outcome": "error", "errno": "Permission denied"}}
     assert verdict(evaluate(checks, unread, {})) == "inconclusive"
+
+
+# ---------------------------------------------------------------- a host's bottles at once
+
+
+def test_parse_bottles_takes_status_rows_as_they_are() -> None:
+    rows = [
+        {
+            "bottle": "web",
+            "backend": "docker",
+            "state": "running",
+            "declared": "running",
+            "state_ok": True,
+            "policy": {"format": 1},
+        },
+        {"name": "vm", "backend": "smolmachines", "policy": {"format": 1}, "machine": "custom"},
+    ]
+    web, vm = parse_bottles(rows)
+    assert web == BottleSpec("web", "docker", {"format": 1})
+    assert (web.agent, web.resolver, web.bottle_network) == (
+        "bottle-web",
+        "bottle-web-resolver",
+        "bottle-web",
+    )
+    assert vm.agent == "custom" and not vm.docker
+
+
+def test_parse_bottles_names_every_problem_at_once() -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_bottles(
+            [
+                {"backend": "docker", "policy": {"format": 1}},
+                {"bottle": "a", "backend": "podman", "policy": {"format": 1}},
+                {"bottle": "b", "backend": "docker"},
+                {"bottle": "c", "backend": "docker", "policy": {"format": 1}},
+                {"bottle": "c", "backend": "docker", "policy": {"format": 1}},
+                "d",  # type: ignore[list-item]
+            ]
+        )
+    message = str(caught.value)
+    assert "bottles[0]: no bottle name" in message
+    assert "bottles[1] (a): backend 'podman'" in message
+    assert "bottles[2] (b): no compiled policy" in message
+    assert "bottles[4] (c): bottle c is listed twice" in message
+    assert "bottles[5] is not a dict" in message
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "expected"),
+    [
+        (["sealed", "leak", "inconclusive"], "leak"),
+        (["sealed", "inconclusive", "not-running"], "inconclusive"),
+        (["not-running", "sealed"], "sealed"),
+        (["planned", "not-running"], "planned"),
+        (["not-running"], "not-running"),
+        ([], "not-running"),
+    ],
+)
+def test_a_hosts_verdict_is_its_most_serious_bottles(verdicts: list[str], expected: str) -> None:
+    assert host_verdict(verdicts) == expected
+
+
+def _check(name: str, verdict_: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": f"{name} holds",
+        "observed": "timeout",
+        "verdict": verdict_,
+        "evidence": {},
+        **extra,
+    }
+
+
+def _probed(bottle: str, results: list[dict[str, Any]], verdict_: str) -> dict[str, Any]:
+    return {
+        "bottle": bottle,
+        "backend": "docker",
+        "verdict": verdict_,
+        "summary": {"pass": 1},
+        "results": results,
+        "notes": [],
+    }
+
+
+BOTTLES = [
+    {"bottle": "web", "backend": "docker", "state": "running"},
+    {"bottle": "off", "backend": "docker", "state": "absent"},
+    {"bottle": "vm", "backend": "smolmachines", "state": "running"},
+]
+
+
+def test_report_rows_roll_up_every_bottle_in_the_hosts_order() -> None:
+    probed = [
+        _probed("vm", [_check("gateway-udp", "inconclusive")], "inconclusive"),
+        _probed("web", [_check("allowed-name", "pass"), _check("gateway-udp", "leak")], "leak"),
+    ]
+    web, off, vm = report_rows(BOTTLES, probed, {"web": 3})
+    assert list(web) == [
+        "bottle",
+        "backend",
+        "verdict",
+        "summary",
+        "leaks",
+        "inconclusive",
+        "new_refusals",
+        "results",
+    ]
+    assert (web["verdict"], web["leaks"], web["inconclusive"], web["new_refusals"]) == (
+        "leak",
+        ["gateway-udp"],
+        [],
+        3,
+    )
+    assert web["results"] == probed[1]["results"] and web["summary"] == {"pass": 1}
+    assert off == {
+        "bottle": "off",
+        "backend": "docker",
+        "verdict": "not-running",
+        "summary": {},
+        "leaks": [],
+        "inconclusive": [],
+        "new_refusals": 0,
+        "results": [],
+    }
+    assert vm["verdict"] == "inconclusive" and vm["inconclusive"] == ["gateway-udp"]
+
+
+def test_the_report_filter_reads_the_audit_loop_and_a_skipped_probe() -> None:
+    audits = [
+        {"item": {"bottle": "web"}, "added": 2, "changed": False},
+        {"item": {"bottle": "off"}, "skipped": True},
+    ]
+    rows = bottle_verify_report(BOTTLES, None, audits)
+    assert [(r["bottle"], r["verdict"], r["new_refusals"]) for r in rows] == [
+        ("web", "not-running", 2),
+        ("off", "not-running", 0),
+        ("vm", "not-running", 0),
+    ]
+
+
+def test_a_leak_message_names_the_checks_and_the_fix() -> None:
+    [row] = report_rows(
+        BOTTLES[:1],
+        [_probed("web", [_check("gateway-udp", "leak"), _check("gateway-tcp", "leak")], "leak")],
+    )
+    assert failure_message(row, "h1") == (
+        "bottle web on h1 LEAKS: gateway-udp, gateway-tcp (gateway-udp holds; gateway-tcp holds). "
+        "Stop its agent and re-run `bottle up`, which reloads its rules; "
+        "`bottle verify` shows every check."
+    )
+
+
+@pytest.mark.parametrize(
+    ("others", "tail"),
+    [
+        ([], "which creates it anew;"),
+        (["gateway-udp"], "which creates it anew and reloads its rules;"),
+    ],
+)
+def test_a_capability_leak_says_to_create_the_agent_anew(others: list[str], tail: str) -> None:
+    caps = _check("capabilities", "leak", observed="init bounding: NET_ADMIN")
+    results = [caps, *(_check(name, "leak") for name in others)]
+    [row] = report_rows(BOTTLES[:1], [_probed("web", results, "leak")])
+    message = bottle_verify_message(row, "h1")
+    assert message.startswith("bottle web on h1 LEAKS: capabilities")
+    assert (
+        "Its agent holds capabilities outside the allowlist (init bounding: NET_ADMIN): "
+        "remove its container (docker rm -f bottle-web) and re-run `bottle up`, " + tail
+    ) in message
+
+
+def test_an_undecided_message_names_the_inconclusive_checks() -> None:
+    [row] = report_rows(
+        BOTTLES[:1], [_probed("web", [_check("gateway-udp", "inconclusive")], "inconclusive")]
+    )
+    assert failure_message(row, "h1") == (
+        "bottle web on h1 could not be proven sealed: gateway-udp were inconclusive (their "
+        "positive control failed; see `bottle verify`). Point bottle_verify_resolvers at "
+        "resolvers this host can reach."
+    )
+
+
+def test_the_rolled_up_summary_is_the_modules() -> None:
+    checks = plan_checks(POLICY, entropy=ENTROPY)
+    results = evaluate(checks, SEALED, {})
+    probed = {
+        "bottle": "web",
+        "verdict": verdict(results),
+        "summary": summary(results),
+        "results": [r.to_dict() for r in results],
+    }
+    [row] = report_rows(BOTTLES[:1], [probed])
+    assert row["verdict"] == "sealed" and row["summary"] == {
+        "pass": len(checks),
+        "leak": 0,
+        "inconclusive": 0,
+    }

@@ -29,7 +29,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,11 @@ PASS = "pass"
 LEAK = "leak"
 INCONCLUSIVE = "inconclusive"
 SEALED = "sealed"
+NOT_RUNNING = "not-running"
+PLANNED = "planned"
+#: A bottle's verdicts, the most serious first (what a host or fleet reports).
+_VERDICT_RANK = (LEAK, INCONCLUSIVE, SEALED, PLANNED, NOT_RUNNING)
+BACKENDS = ("docker", "smolmachines")
 
 _BLOCKED = frozenset({"timeout", "refused", "unreachable", "filtered"})
 _REFUSALS = frozenset({"NXDOMAIN", "REFUSED"})
@@ -446,3 +451,150 @@ def summary(results: Sequence[Result]) -> dict[str, int]:
     for result in results:
         counts[result.verdict] += 1
     return counts
+
+
+@dataclass(frozen=True)
+class BottleSpec:
+    """One bottle to probe: its name, backend and compiled policy (a dict, as the
+    ``bottle_manifest`` lookup returns it), and where it runs when not at the default
+    names (``bottle-<name>``, ``bottle-<name>-resolver``)."""
+
+    name: str
+    backend: str
+    policy: Mapping[str, Any]
+    container: str = ""
+    neighbour: str = ""
+    network: str = ""
+    machine: str = ""
+
+    @property
+    def docker(self) -> bool:
+        return self.backend == "docker"
+
+    @property
+    def agent(self) -> str:
+        """The Docker container or microVM the probe runs in."""
+        given = self.container if self.docker else self.machine
+        return given or f"bottle-{self.name}"
+
+    @property
+    def resolver(self) -> str:
+        """Docker: the neighbour container where the near controls run."""
+        return self.neighbour or f"bottle-{self.name}-resolver"
+
+    @property
+    def bottle_network(self) -> str:
+        """Docker: the network whose gateway is probed."""
+        return self.network or f"bottle-{self.name}"
+
+
+_SPEC_TEXT = ("container", "neighbour", "network", "machine")
+
+
+def parse_bottles(entries: Sequence[Mapping[str, Any]]) -> list[BottleSpec]:
+    """The module's ``bottles`` list: each ``{bottle (or name), backend, policy}``, with
+    optional ``container``, ``neighbour``, ``network``, ``machine``; other keys (a status
+    row's ``state``, ``declared`` ...) are ignored. A bottle named twice is an error: its
+    probes would share names and audit state."""
+    specs: list[BottleSpec] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            problems.append(f"bottles[{index}] is not a dict")
+            continue
+        name = entry.get("bottle") or entry.get("name")
+        label = f"bottles[{index}]" + (f" ({name})" if name else "")
+        if not isinstance(name, str) or not name:
+            problems.append(f"{label}: no bottle name (key bottle)")
+            continue
+        backend = entry.get("backend")
+        policy = entry.get("policy")
+        if backend not in BACKENDS:
+            problems.append(f"{label}: backend {backend!r} is not one of {', '.join(BACKENDS)}")
+        if not isinstance(policy, Mapping) or not policy:
+            problems.append(f"{label}: no compiled policy (key policy, from the lookup)")
+        if name in seen:
+            problems.append(f"{label}: bottle {name} is listed twice")
+        seen.add(name)
+        if problems:
+            continue
+        extra = {key: str(entry.get(key) or "") for key in _SPEC_TEXT}
+        specs.append(BottleSpec(name, str(backend), dict(policy or {}), **extra))
+    if problems:
+        raise ValueError("; ".join(problems))
+    return specs
+
+
+def host_verdict(verdicts: Iterable[str]) -> str:
+    """The most serious of a host's bottle verdicts: ``leak`` > ``inconclusive`` >
+    ``sealed`` > ``planned`` > ``not-running`` (also when there is no bottle)."""
+    seen = set(verdicts)
+    return next((v for v in _VERDICT_RANK if v in seen), NOT_RUNNING)
+
+
+def report_rows(
+    bottles: Sequence[Mapping[str, Any]],
+    probed: Sequence[Mapping[str, Any]],
+    refusals: Mapping[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    """One report row per bottle of the host (``bottles``: ``{bottle, backend, ...}``) from
+    the module's per-bottle results (``probed``: ``{bottle, verdict, summary, results}``)
+    and the count of new refusals the audit collected per bottle. A bottle that was not
+    probed is ``not-running`` with no results."""
+    by_name = {str(p.get("bottle")): p for p in probed}
+    counts = refusals or {}
+    rows = []
+    for bottle in bottles:
+        name = str(bottle["bottle"])
+        probe = by_name.get(name, {})
+        results = [dict(r) for r in probe.get("results") or []]
+        rows.append(
+            {
+                "bottle": name,
+                "backend": bottle.get("backend"),
+                "verdict": str(probe.get("verdict") or NOT_RUNNING),
+                "summary": dict(probe.get("summary") or {}),
+                "leaks": [r["name"] for r in results if r.get("verdict") == LEAK],
+                "inconclusive": [r["name"] for r in results if r.get("verdict") == INCONCLUSIVE],
+                "new_refusals": int(counts.get(name) or 0),
+                "results": results,
+            }
+        )
+    return rows
+
+
+def _leak_fix(row: Mapping[str, Any]) -> str:
+    """A leaking agent that holds a forbidden capability is a container to create anew
+    (``bottle up`` would keep it running); every other leak is fixed by reloading rules."""
+    leaks = list(row.get("leaks") or [])
+    if CAPABILITIES not in leaks:
+        return "Stop its agent and re-run `bottle up`, which reloads its rules"
+    observed = next(
+        (r.get("observed", "") for r in row.get("results") or [] if r.get("name") == CAPABILITIES),
+        "",
+    )
+    return (
+        f"Its agent holds capabilities outside the allowlist ({observed}): remove its container "
+        f"(docker rm -f bottle-{row['bottle']}) and re-run `bottle up`, which creates it anew"
+        + (" and reloads its rules" if len(leaks) > 1 else "")
+    )
+
+
+def failure_message(row: Mapping[str, Any], host: str) -> str:
+    """What the role says when a bottle's report ``row`` fails the host: its leaks and the
+    fix, or (``bottle_verify_strict``) the checks that could not be decided."""
+    name = row.get("bottle")
+    if row.get("verdict") == LEAK:
+        leaking = [r for r in row.get("results") or [] if r.get("verdict") == LEAK]
+        return (
+            f"bottle {name} on {host} LEAKS: {', '.join(row.get('leaks') or [])} "
+            f"({'; '.join(str(r.get('description', '')) for r in leaking)}). "
+            f"{_leak_fix(row)}; `bottle verify` shows every check."
+        )
+    return (
+        f"bottle {name} on {host} could not be proven sealed: "
+        f"{', '.join(row.get('inconclusive') or [])} were inconclusive (their positive control "
+        "failed; see `bottle verify`). Point bottle_verify_resolvers at resolvers this host can "
+        "reach."
+    )

@@ -1,13 +1,17 @@
 #!/usr/bin/python
 # Copyright: bot-bottle contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Ansible module: run the sandbox-escape suite inside a running bottle."""
+"""Ansible module: run the sandbox-escape suite inside a host's running bottles, all at once."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -20,13 +24,19 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     policy_from_dict,
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._probe import (
+    BACKENDS,
     BOTTLE,
     HOST,
     INCONCLUSIVE,
     NEIGHBOUR,
+    NOT_RUNNING,
+    PLANNED,
+    BottleSpec,
     Check,
     Target,
     evaluate,
+    host_verdict,
+    parse_bottles,
     plan_checks,
     probe_names,
     summary,
@@ -41,20 +51,24 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._probe_exec impor
 from ansible_collections.botbottle.bottle.plugins.module_utils._responder import Responder
 from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import (
     CLIENT_ARGUMENT_SPEC,
+    SmolvmClient,
     SmolvmError,
     client_from_params,
 )
 
 DOCUMENTATION = r"""
 module: bottle_probe
-short_description: Prove from inside a running bottle that it cannot reach what its policy forbids
+short_description: Prove from inside running bottles that they cannot reach what they must not
 version_added: 0.2.0
 author: bot-bottle contributors
 description:
   - Copies a small static probe program (C(bottle-probe), built on the host by the
-    C(bottle_verify) role) into the running bottle - with C(docker cp) for Docker example
+    C(bottle_verify) role) into each running bottle - with C(docker cp) for Docker example
     bottles, C(smolvm machine cp) for microVMs - runs every probe in one call as the
     bottle's own user, and removes it again. The bottle image needs no tools.
+  - "O(bottles) probes a host's bottles in one call, all at the same time (up to O(parallel)):
+    each bottle's checks wait on network timeouts, so a host takes about as long as its
+    slowest bottle. O(name) probes one bottle and returns its result at the top level."
   - "Checks, each with a positive control that must succeed first (a failed control makes
     the check C(inconclusive), never C(pass)): the first exact route resolves through the
     bottle's resolver; a base32 label below it and an unlisted name are NXDOMAIN (UDP and
@@ -74,31 +88,44 @@ description:
     C(inconclusive) if any check could not be decided, otherwise C(sealed).
   - Probe names start with C(bottle-verify-) and are remembered in O(audit_dir), so the
     audit marks their refusals as the verifier's own.
+  - A bottle whose probe cannot be run (it vanished, C(docker exec) failed) fails the module,
+    naming it; the other bottles' results are still returned in RV(bottles).
 attributes:
   check_mode:
     support: partial
-    details: In check mode nothing is copied or sent; the planned checks are returned.
+    details: >-
+      In check mode nothing is copied or sent (the probe need not exist yet); the planned
+      checks are returned.
   diff_mode:
     support: none
   idempotent:
     support: full
     details: Leaves nothing behind in the bottle; never reports a change.
 options:
+  bottles:
+    description:
+      - The bottles to probe at once, each C({bottle, backend, policy}) - the rows of the
+        C(botbottle.bottle.bottle_verify_targets) filter fit as they are (other keys are
+        ignored) - with optional C(container), C(neighbour), C(network) and C(machine), which
+        mean what the options of the same names mean for one bottle.
+      - Mutually exclusive with O(name).
+    type: list
+    elements: dict
   name:
-    description: The bottle's name.
+    description:
+      - One bottle's name (with O(backend) and O(policy)); its result is returned at the top
+        level. Mutually exclusive with O(bottles).
     type: str
-    required: true
   backend:
-    description: Where the bottle runs.
+    description: Where the bottle O(name) runs.
     type: str
     choices: [docker, smolmachines]
-    required: true
   policy:
     description:
-      - The bottle's compiled egress policy, as the C(botbottle.bottle.bottle_manifest) lookup
-        or the C(botbottle.bottle.egress_policy) filter return it.
+      - The compiled egress policy of the bottle O(name), as the
+        C(botbottle.bottle.bottle_manifest) lookup or the C(botbottle.bottle.egress_policy)
+        filter return it.
     type: dict
-    required: true
   probe:
     description: Path on the host of the static C(bottle-probe) program.
     type: path
@@ -115,6 +142,10 @@ options:
     description: How long each probe waits for an answer or a connection.
     type: int
     default: 2000
+  parallel:
+    description: How many of O(bottles) are probed at the same time.
+    type: int
+    default: 16
   container:
     description: Docker - the agent container; defaults to C(bottle-<name>).
     type: str
@@ -140,6 +171,15 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Prove every running bottle of this host sealed, all at once
+  botbottle.bottle.bottle_probe:
+    bottles:
+      - {bottle: web-dev, backend: docker, policy: "{{ web_dev.policy }}"}
+      - {bottle: python-dev, backend: smolmachines, policy: "{{ python_dev.policy }}"}
+    probe: /var/lib/bot-bottle/probe/bottle-probe
+  register: probes
+  failed_when: probes.verdict == 'leak'
+
 - name: Prove the web-dev bottle is sealed
   botbottle.bottle.bottle_probe:
     name: web-dev
@@ -152,13 +192,31 @@ EXAMPLES = r"""
 
 RETURN = r"""
 verdict:
-  description: C(sealed), C(leak), C(inconclusive), or C(not-running) (nothing was probed).
+  description:
+    - C(sealed), C(leak), C(inconclusive), or C(not-running) (nothing was probed); C(planned)
+      in check mode.
+    - With O(bottles), the most serious verdict of all the bottles.
   returned: always
   type: str
   sample: sealed
+bottles:
+  description:
+    - With O(bottles), one entry per bottle, in the order given - C(bottle), C(backend), and
+      C(verdict), C(summary), C(results) and C(notes) as they are returned for one bottle.
+    - A bottle whose probe could not be run also has C(error) (and C(code) for smolvm errors).
+  returned: when O(bottles) is given
+  type: list
+  elements: dict
+  sample:
+    - bottle: web-dev
+      backend: docker
+      verdict: sealed
+      summary: {pass: 14, leak: 0, inconclusive: 0}
+      results: []
+      notes: []
 results:
   description: One entry per check, in the order they ran.
-  returned: always
+  returned: when O(name) is given
   type: list
   elements: dict
   contains:
@@ -185,72 +243,82 @@ results:
           C(init bounding)) and C(forbidden) (for example C(init bounding: NET_ADMIN))."
       type: dict
 summary:
-  description: Counts of C(pass), C(leak) and C(inconclusive).
+  description: Counts of C(pass), C(leak) and C(inconclusive) (with O(bottles), of all bottles).
   returned: always
   type: dict
   sample: {pass: 16, leak: 0, inconclusive: 0}
 notes:
-  description: How the gateway responder ran, and why nothing was probed if so.
+  description:
+    - How the gateway responder ran, and why nothing was probed if so (with O(bottles), each
+      note starts with its bottle's name).
   returned: always
   type: list
   elements: str
 """
 
 
+def _command(argv: Sequence[str]) -> tuple[int, str, str]:
+    """Run ``argv`` (safe from any thread: no module state, never exits the module)."""
+    try:
+        proc = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            errors="replace",
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except OSError as exc:
+        return 127, "", f"{argv[0]}: {exc}"
+    return proc.returncode, proc.stdout, proc.stderr
+
+
 class _Runner:
     """Runs the probe at each vantage point of one bottle."""
 
-    def __init__(self, module: AnsibleModule) -> None:
-        self.module = module
-        params = module.params
-        self.name = params["name"]
-        self.timeout = params["timeout_ms"]
-        self.probe = params["probe"]
-        self.client = client_from_params(params) if params["backend"] == "smolmachines" else None
-
-    def command(self, argv: Sequence[str]) -> tuple[int, str, str]:
-        rc, out, err = self.module.run_command(list(argv))
-        return int(rc), str(out), str(err)
+    def __init__(
+        self, spec: BottleSpec, probe: str, timeout_ms: int, client: SmolvmClient | None
+    ) -> None:
+        self.spec = spec
+        self.probe = probe
+        self.timeout = timeout_ms
+        self.client = client
 
     def docker_value(self, kind: str, name: str, template: str) -> str:
-        rc, out, _err = self.command(["docker", kind, "inspect", "-f", template, name])
+        rc, out, _err = _command(["docker", kind, "inspect", "-f", template, name])
         return out.strip() if rc == 0 else ""
 
     def run(self, where: str, specs: Sequence[str]) -> list[dict[str, Any]]:
-        params = self.module.params
         if where == HOST:
-            return on_host(self.command, self.probe, specs, self.timeout)
+            return on_host(_command, self.probe, specs, self.timeout)
         if self.client is not None:
-            machine = params["machine"] or f"bottle-{self.name}"
-            return in_machine(self.client, machine, self.probe, specs, self.timeout)
-        container = params["container"] or f"bottle-{self.name}"
-        if where == NEIGHBOUR:
-            container = params["neighbour"] or f"bottle-{self.name}-resolver"
-        return in_container(self.command, container, self.probe, specs, self.timeout)
+            return in_machine(self.client, self.spec.agent, self.probe, specs, self.timeout)
+        container = self.spec.resolver if where == NEIGHBOUR else self.spec.agent
+        return in_container(_command, container, self.probe, specs, self.timeout)
 
     def running(self) -> bool:
-        params = self.module.params
         if self.client is not None:
-            machine = self.client.get(params["machine"] or f"bottle-{self.name}")
+            machine = self.client.get(self.spec.agent)
             return machine is not None and machine.get("state") == "running"
-        container = params["container"] or f"bottle-{self.name}"
-        return self.docker_value("container", container, "{{.State.Running}}") == "true"
+        return self.docker_value("container", self.spec.agent, "{{.State.Running}}") == "true"
 
 
 def _docker_targets(runner: _Runner) -> tuple[list[Target], str]:
-    params = runner.module.params
-    neighbour = params["neighbour"] or f"bottle-{runner.name}-resolver"
-    network = params["network"] or f"bottle-{runner.name}"
-    gateway = runner.docker_value("network", network, "{{range .IPAM.Config}}{{.Gateway}} {{end}}")
+    spec = runner.spec
+    gateway = runner.docker_value(
+        "network", spec.bottle_network, "{{range .IPAM.Config}}{{.Gateway}} {{end}}"
+    )
     gateway = next((g for g in gateway.split() if ":" not in g), "")
-    targets = [Target("docker-embedded-dns", "127.0.0.11", control=NEIGHBOUR, query_name=neighbour)]
+    targets = [
+        Target("docker-embedded-dns", "127.0.0.11", control=NEIGHBOUR, query_name=spec.resolver)
+    ]
     if gateway:
         targets.append(Target("gateway", gateway, control=NEIGHBOUR, dot=True))
     return targets, gateway
 
 
 def _measure(runner: _Runner, checks: Sequence[Check]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run every control and probe; outcomes and control outcomes keyed by check name."""
+    """Run every control, then every probe; outcomes and control outcomes keyed by check."""
     controls: dict[str, Any] = {}
     for where in (HOST, NEIGHBOUR):
         batch = [c for c in checks if c.control_where == where]
@@ -261,72 +329,192 @@ def _measure(runner: _Runner, checks: Sequence[Check]) -> tuple[dict[str, Any], 
     return {c.name: row for c, row in zip(checks, inside, strict=True)}, controls
 
 
-def _exit(
-    module: AnsibleModule, verdict_: str, results: list[dict[str, Any]], notes: list[str]
-) -> None:
-    counts: dict[str, int] = {}
-    for result in results:
-        counts[result["verdict"]] = counts.get(result["verdict"], 0) + 1
-    module.exit_json(changed=False, verdict=verdict_, results=results, summary=counts, notes=notes)
+def _outcome(
+    spec: BottleSpec,
+    verdict_: str,
+    results: list[dict[str, Any]],
+    summary_: dict[str, int],
+    notes: list[str],
+) -> dict[str, Any]:
+    return {
+        "bottle": spec.name,
+        "backend": spec.backend,
+        "verdict": verdict_,
+        "summary": summary_,
+        "results": results,
+        "notes": notes,
+    }
+
+
+@dataclass
+class _Bottle:
+    """One bottle on its way through the suite: planned, then measured (unless its
+    ``outcome`` was settled before: not running, check mode, or an error)."""
+
+    spec: BottleSpec
+    runner: _Runner | None = None
+    checks: list[Check] = field(default_factory=list)
+    gateway: str = ""
+    outcome: dict[str, Any] | None = None
+
+
+class _Suite:
+    """The escape suite for a host's bottles, all probed at the same time."""
+
+    def __init__(self, module: AnsibleModule) -> None:
+        self.params = module.params
+        self.check_mode = module.check_mode
+
+    def _guarded(self, step: Callable[[_Bottle], None], bottle: _Bottle) -> _Bottle:
+        """Run ``step``; an error that means "nothing was measured" settles the bottle
+        as an error (its verdict inconclusive, never pass)."""
+        if bottle.outcome is not None:
+            return bottle
+        try:
+            step(bottle)
+        except ProbeError as exc:
+            bottle.outcome = self._error(bottle.spec, str(exc))
+        except SmolvmError as exc:
+            bottle.outcome = self._error(bottle.spec, exc.describe(), exc.code)
+        return bottle
+
+    @staticmethod
+    def _error(spec: BottleSpec, message: str, code: str = "") -> dict[str, Any]:
+        outcome = _outcome(spec, INCONCLUSIVE, [], {}, [])
+        outcome["error"] = f"bottle {spec.name}: {message}"
+        if code:
+            outcome["code"] = code
+        return outcome
+
+    def _plan(self, bottle: _Bottle) -> None:
+        spec, params = bottle.spec, self.params
+        client = None if spec.docker else client_from_params(params)
+        runner = _Runner(spec, params["probe"], params["timeout_ms"], client)
+        bottle.runner = runner
+        if not runner.running():
+            note = f"bottle {spec.name} is not running: nothing probed"
+            bottle.outcome = _outcome(spec, NOT_RUNNING, [], {}, [note])
+            return
+        targets: list[Target] = []
+        if spec.docker:
+            targets, bottle.gateway = _docker_targets(runner)
+        bottle.checks = plan_checks(
+            policy_from_dict(spec.policy),
+            entropy=os.urandom(10),
+            targets=targets,
+            literals=params["resolvers"],
+            capabilities=spec.docker,
+        )
+        if self.check_mode:
+            planned = [
+                {
+                    "name": c.name,
+                    "description": c.description,
+                    "expected": c.expect,
+                    "observed": "",
+                    "verdict": PLANNED,
+                    "evidence": {"probe": c.spec},
+                }
+                for c in bottle.checks
+            ]
+            counts = {PLANNED: len(planned)} if planned else {}
+            notes = ["check mode: nothing was sent"]
+            bottle.outcome = _outcome(spec, PLANNED, planned, counts, notes)
+            return
+        remember_probe_names(params["audit_dir"], spec.name, probe_names(bottle.checks))
+
+    def _probe(self, bottle: _Bottle) -> None:
+        assert bottle.runner is not None  # planned first
+        outcomes, controls = _measure(bottle.runner, bottle.checks)
+        results = evaluate(bottle.checks, outcomes, controls)
+        notes = []
+        if not bottle.spec.docker:
+            notes.append(
+                "capabilities: not checked in a microVM (its PID 1 is the guest's own init; "
+                "the VM is the seal)"
+            )
+        bottle.outcome = _outcome(
+            bottle.spec,
+            verdict(results),
+            [r.to_dict() for r in results],
+            summary(results),
+            notes,
+        )
+
+    def run(self, specs: Sequence[BottleSpec]) -> list[dict[str, Any]]:
+        """Plan every bottle, start one gateway responder per gateway, then probe every
+        bottle at once (each waits on its own network timeouts); results in input order."""
+        bottles = [_Bottle(spec) for spec in specs]
+        workers = max(1, min(len(bottles), int(self.params["parallel"])))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bottle-probe") as pool:
+            list(pool.map(lambda b: self._guarded(self._plan, b), bottles))
+            gateways = sorted({b.gateway for b in bottles if b.outcome is None and b.gateway})
+            with ExitStack() as stack:
+                responders = {g: stack.enter_context(Responder(g)) for g in gateways}
+                list(pool.map(lambda b: self._guarded(self._probe, b), bottles))
+        outcomes = []
+        for bottle in bottles:
+            assert bottle.outcome is not None
+            if bottle.gateway in responders and bottle.outcome["verdict"] != NOT_RUNNING:
+                notes = responders[bottle.gateway].notes
+                bottle.outcome["notes"] += [f"gateway {bottle.gateway} {n}" for n in notes]
+            outcomes.append(bottle.outcome)
+        return outcomes
+
+
+def _specs(module: AnsibleModule) -> list[BottleSpec]:
+    """The bottles to probe: the list O(bottles), or the one bottle O(name)."""
+    params = module.params
+    entries = params["bottles"]
+    if entries is None:
+        entries = [
+            {
+                "bottle": params["name"],
+                **{k: params[k] for k in ("backend", "policy")},
+                **{k: params[k] for k in ("container", "neighbour", "network", "machine")},
+            }
+        ]
+    try:
+        specs = parse_bottles(entries)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    problems = []
+    for spec in specs:  # refused here, before anything is probed
+        try:
+            policy_from_dict(spec.policy)
+        except (PolicyError, ValueError, TypeError) as exc:
+            problems.append(f"policy of bottle {spec.name}: {exc} (pass the lookup's policy)")
+    if problems:
+        module.fail_json(msg="; ".join(problems))
+    return specs
 
 
 def run(module: AnsibleModule) -> None:
-    params = module.params
-    try:
-        policy = policy_from_dict(params["policy"])
-    except (PolicyError, ValueError, TypeError) as exc:
-        module.fail_json(msg=f"policy of bottle {params['name']}: {exc} (pass the lookup's policy)")
-    runner = _Runner(module)
-    if not runner.running():
-        _exit(
-            module, "not-running", [], [f"bottle {params['name']} is not running: nothing probed"]
+    specs = _specs(module)
+    outcomes = _Suite(module).run(specs)
+    errors = [o for o in outcomes if "error" in o]
+    if module.params["bottles"] is None:  # one bottle: its outcome is the result
+        [outcome] = outcomes
+        if errors:
+            extra = {"code": outcome["code"]} if "code" in outcome else {}
+            _fail(module, outcome["error"], **extra)
+        module.exit_json(
+            changed=False, **{k: v for k, v in outcome.items() if k not in ("bottle", "backend")}
         )
-    targets: list[Target] = []
-    gateway = ""
-    docker = params["backend"] == "docker"
-    if docker:
-        targets, gateway = _docker_targets(runner)
-    checks = plan_checks(
-        policy,
-        entropy=os.urandom(10),
-        targets=targets,
-        literals=params["resolvers"],
-        capabilities=docker,
-    )
-    if module.check_mode:
-        planned = [
-            {
-                "name": c.name,
-                "description": c.description,
-                "expected": c.expect,
-                "observed": "",
-                "verdict": "planned",
-                "evidence": {"probe": c.spec},
-            }
-            for c in checks
-        ]
-        _exit(module, "planned", planned, ["check mode: nothing was sent"])
-    remember_probe_names(params["audit_dir"], params["name"], probe_names(checks))
-    notes: list[str] = []
-    if not docker:
-        notes.append(
-            "capabilities: not checked in a microVM (its PID 1 is the guest's own init; "
-            "the VM is the seal)"
-        )
-    if gateway:
-        with Responder(gateway) as responder:
-            outcomes, controls = _measure(runner, checks)
-        notes += [f"gateway {gateway} {note}" for note in responder.notes]
-    else:
-        outcomes, controls = _measure(runner, checks)
-    results = evaluate(checks, outcomes, controls)
-    module.exit_json(
-        changed=False,
-        verdict=verdict(results),
-        results=[r.to_dict() for r in results],
-        summary=summary(results),
-        notes=notes,
-    )
+    totals: dict[str, int] = {}
+    for outcome in outcomes:
+        for key, count in outcome["summary"].items():
+            totals[key] = totals.get(key, 0) + count
+    result = {
+        "changed": False,
+        "verdict": host_verdict(o["verdict"] for o in outcomes),
+        "summary": totals,
+        "notes": [f"{o['bottle']}: {n}" for o in outcomes for n in o["notes"]],
+        "bottles": outcomes,
+    }
+    if errors:
+        module.fail_json(msg="; ".join(o["error"] for o in errors), **result)
+    module.exit_json(**result)
 
 
 def _fail(module: AnsibleModule, message: str, **extra: Any) -> None:
@@ -336,9 +524,10 @@ def _fail(module: AnsibleModule, message: str, **extra: Any) -> None:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "name": {"type": "str", "required": True},
-            "backend": {"type": "str", "required": True, "choices": ["docker", "smolmachines"]},
-            "policy": {"type": "dict", "required": True},
+            "bottles": {"type": "list", "elements": "dict"},
+            "name": {"type": "str"},
+            "backend": {"type": "str", "choices": list(BACKENDS)},
+            "policy": {"type": "dict"},
             "probe": {"type": "path", "required": True},
             "resolvers": {
                 "type": "list",
@@ -346,6 +535,7 @@ def main() -> None:
                 "default": ["1.1.1.1", "2606:4700:4700::1111"],
             },
             "timeout_ms": {"type": "int", "default": 2000},
+            "parallel": {"type": "int", "default": 16},
             "container": {"type": "str"},
             "neighbour": {"type": "str"},
             "network": {"type": "str"},
@@ -353,9 +543,12 @@ def main() -> None:
             "audit_dir": {"type": "path", "default": "/var/lib/bot-bottle/audit"},
             **CLIENT_ARGUMENT_SPEC,
         },
+        mutually_exclusive=[("name", "bottles")],
+        required_one_of=[("name", "bottles")],
+        required_by={"name": ("backend", "policy")},
         supports_check_mode=True,
     )
-    if not os.access(module.params["probe"], os.X_OK):
+    if not module.check_mode and not os.access(module.params["probe"], os.X_OK):
         _fail(
             module,
             f"probe {module.params['probe']} is not an executable file "
@@ -363,10 +556,6 @@ def main() -> None:
         )
     try:
         run(module)
-    except ProbeError as exc:
-        _fail(module, f"bottle {module.params['name']}: {exc}")
-    except SmolvmError as exc:
-        _fail(module, exc.describe(), code=exc.code)
     except Exception as exc:  # unexpected: say so, with the traceback
         module.fail_json(msg=f"bottle_probe failed: {exc}", exception=traceback.format_exc())
 
