@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.fake_upstream import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,3 +71,44 @@ def require_docker() -> None:
     if os.environ.get("CI"):
         raise RuntimeError("Docker does not answer; .ci/run must start dockerd (scripts/dockerd)")
     pytest.skip("Docker does not answer here (run scripts/dockerd)", allow_module_level=True)
+
+
+@contextmanager
+def egress_network(network: str, subnet: str, gateway: str, log: Path) -> Iterator[int]:
+    """A test-owned internal Docker network whose gateway (this machine) runs a fake
+    upstream resolver (tests/fake_upstream.py): the bottles' only "internet". Yields the
+    resolver's port; removes both afterwards. Nothing here reaches an outside address."""
+    docker("network", "rm", network)  # left over by an interrupted run
+    created = docker("network", "create", "--internal", "--subnet", subnet, network)
+    assert created.returncode == 0, created.stderr
+    port, servers = serve(gateway, 0, log)
+    try:
+        yield port
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()  # type: ignore[attr-defined]
+        docker("network", "rm", network)
+
+
+def docker_host(
+    bottles: list[dict[str, Any]], network: str, upstream: str, **extra: Any
+) -> dict[str, Any]:
+    """Host variables of this machine as a Docker bottle host (local connection), with the
+    test's egress network and fake upstream (``ADDRESS#PORT``) as its only resolver."""
+    return {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "bottle_backend": "docker",
+        "bottles": bottles,
+        "docker_bottle_upstream_dns": [upstream],
+        "docker_bottle_egress_network": network,
+        "docker_bottle_agent_image": "bot-bottle/netutils:latest",
+        **extra,
+    }
+
+
+def write_inventory(path: Path, host: dict[str, Any]) -> Path:
+    """An inventory of one host, ``localhost``, with ``host``'s variables."""
+    path.write_text(json.dumps({"all": {"hosts": {"localhost": host}}}))
+    return path

@@ -172,6 +172,19 @@ def validate_inventory(
 # --------------------------------------------------------------------------- progress
 
 
+def failure_message(result: Mapping[str, Any]) -> str:
+    """Why a task failed; for a loop, each failed item's own message (Ansible's is only
+    "One or more items failed")."""
+    items = [r for r in result.get("results") or [] if isinstance(r, Mapping) and r.get("failed")]
+    if items:
+        return "; ".join(
+            f"{item.get('_ansible_item_label', item.get('item', '?'))}: "
+            f"{item.get('msg') or item.get('stderr') or 'failed'}"
+            for item in items
+        )
+    return str(result.get("msg") or result.get("stderr") or "failed")
+
+
 @dataclass
 class Progress:
     """Turns ansible-runner events into progress output and remembers failures."""
@@ -216,8 +229,7 @@ class Progress:
             state = "changed"
             self.changed[host] = self.changed.get(host, 0) + 1
         if state in ("FAILED", "UNREACHABLE") and not data.get("ignore_errors"):
-            message = str(result.get("msg") or result.get("stderr") or "failed")
-            self.failures[host] = f"{self._task}: {message}"
+            self.failures[host] = f"{self._task}: {failure_message(result)}"
         notice = str(result.get("msg", ""))
         if state == "ok" and notice.startswith("NOTICE"):
             return self.redact(notice)  # plays say NOTICE for what a user must read
@@ -225,7 +237,7 @@ class Progress:
             return None  # plain output lists what changed or failed, not every no-op
         label = f"{host:<20} {state:<11} {self._task}"
         if state in ("FAILED", "UNREACHABLE"):
-            label += f" -- {result.get('msg', '')}"
+            label += f" -- {failure_message(result)}"
         return self.redact(label)
 
     def __call__(self, event: Mapping[str, Any]) -> bool:

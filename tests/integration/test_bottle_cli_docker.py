@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.fake_upstream import serve
-from tests.helpers import bottle, require_docker
+from tests.helpers import bottle, docker_host, egress_network, require_docker, write_inventory
 from tests.helpers import docker as _docker
 
 pytestmark = pytest.mark.integration
@@ -33,35 +32,25 @@ require_docker()
 @pytest.fixture(scope="module")
 def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = tmp_path_factory.mktemp("fleet")
-    assert _docker("network", "create", "--internal", "--subnet", SUBNET, NETWORK).returncode == 0
-    port, servers = serve(GATEWAY, 0, base / "upstream.log")
     (base / "clitest.yml").write_text(
         "env:\n  TOKEN: ${BB_CLI_TOKEN}\n"
         "runtime:\n  command: [sleep, infinity]\n"
         "egress:\n  routes:\n    - host: cli.bbtest.example\n"
     )
-    host = {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": "/usr/bin/python3",
-        "bottle_backend": "docker",
-        "bottles": [{"manifest": "clitest.yml"}],
-        "docker_bottle_upstream_dns": [f"{GATEWAY}#{port}"],
-        "docker_bottle_egress_network": NETWORK,
-        "docker_bottle_agent_image": "bot-bottle/netutils:latest",
-        # `up` ends with bottle verify: its literal resolver is this test's, on this machine
-        "bottle_verify_resolvers": [f"{GATEWAY}#{port}"],
-        "bottle_verify_audit_dir": str(base / "audit"),
-    }
-    path = base / "inventory.yml"
-    path.write_text(json.dumps({"all": {"hosts": {"localhost": host}}}))
-    try:
-        yield path
-    finally:
-        run("down", "-i", str(path))
-        for server in servers:
-            server.shutdown()
-            server.server_close()  # type: ignore[attr-defined]
-        _docker("network", "rm", NETWORK)
+    with egress_network(NETWORK, SUBNET, GATEWAY, base / "upstream.log") as port:
+        host = docker_host(
+            [{"manifest": "clitest.yml"}],
+            NETWORK,
+            f"{GATEWAY}#{port}",
+            # `up` ends with bottle verify: its literal resolver is this test's, on this machine
+            bottle_verify_resolvers=[f"{GATEWAY}#{port}"],
+            bottle_verify_audit_dir=str(base / "audit"),
+        )
+        path = write_inventory(base / "inventory.yml", host)
+        try:
+            yield path
+        finally:
+            run("down", "-i", str(path))
 
 
 SECRET = "bb-cli-secret-value-8c1f"
@@ -123,6 +112,24 @@ def test_up_status_down(inventory: Path) -> None:
 
 
 def test_a_failing_host_exits_1_and_is_named(inventory: Path, tmp_path: Path) -> None:
+    """The play fails on the host (its egress network does not exist): exit 1, the host
+    and the failed step named, the agent never started."""
+    data = json.loads(inventory.read_text())
+    data["all"]["hosts"]["localhost"]["docker_bottle_egress_network"] = "bbcli-no-such-network"
+    data["all"]["hosts"]["localhost"]["bottles"] = [
+        {"manifest": str(inventory.parent / "clitest.yml")}
+    ]
+    broken = tmp_path / "inventory.yml"
+    broken.write_text(json.dumps(data))
+    proc = run("up", "-i", str(broken))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAILED  localhost: Bring each bottle to its state:" in proc.stderr
+    assert "create resolver failed" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _docker("container", "inspect", "bottle-clitest").returncode != 0
+
+
+def test_an_unknown_backend_is_bad_input(inventory: Path, tmp_path: Path) -> None:
     data = json.loads(inventory.read_text())
     data["all"]["hosts"]["localhost"]["bottle_backend"] = "kubernetes"
     data["all"]["hosts"]["localhost"]["bottles"] = [
@@ -131,7 +138,6 @@ def test_a_failing_host_exits_1_and_is_named(inventory: Path, tmp_path: Path) ->
     broken = tmp_path / "inventory.yml"
     broken.write_text(json.dumps(data))
     proc = run("up", "-i", str(broken))
-    assert proc.returncode == 1
-    assert "FAILED  localhost: Check the host's backend:" in proc.stderr
-    assert 'bottle_backend is "kubernetes"' in proc.stderr
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "kubernetes" in proc.stderr and "nothing was touched" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_upstream import serve
-from tests.helpers import bottle, require_docker
+from tests.helpers import bottle, docker_host, egress_network, require_docker, write_inventory
 from tests.helpers import docker as _docker
 
 pytestmark = pytest.mark.integration
@@ -46,38 +45,27 @@ def _bottle_argv() -> list[str]:
 @pytest.fixture(scope="module")
 def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = tmp_path_factory.mktemp("exec")
-    _docker("network", "rm", NETWORK)
-    assert _docker("network", "create", "--internal", "--subnet", SUBNET, NETWORK).returncode == 0
-    port, servers = serve(GATEWAY, 0, base / "upstream.log")
     (base / f"{NAME}.yml").write_text(
         f"env:\n  TOKEN: {TOKEN}\n  FROM_HOST: ${{BB_EXEC_SECRET}}\n"
         f"runtime:\n  user: '{USER}'\n  command: [sleep, infinity]\n"
         "egress:\n  routes:\n    - host: exec.bbtest.example\n"
     )
-    host = {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": "/usr/bin/python3",
-        "bottle_backend": "docker",
-        "bottles": [{"manifest": f"{NAME}.yml"}],
-        "docker_bottle_upstream_dns": [f"{GATEWAY}#{port}"],
-        "docker_bottle_egress_network": NETWORK,
-        "docker_bottle_agent_image": "bot-bottle/netutils:latest",
-        # `up` ends with bottle verify: its literal resolver is this test's, on this machine
-        "bottle_verify_resolvers": [f"{GATEWAY}#{port}"],
-        "bottle_verify_audit_dir": str(base / "audit"),
-    }
-    path = base / "inventory.yml"
-    path.write_text(json.dumps({"all": {"hosts": {"localhost": host}}}))
-    try:
-        up = run("up", "-i", str(path))
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield path
-    finally:
-        run("down", "-i", str(path))
-        for server in servers:
-            server.shutdown()
-            server.server_close()  # type: ignore[attr-defined]
-        _docker("network", "rm", NETWORK)
+    with egress_network(NETWORK, SUBNET, GATEWAY, base / "upstream.log") as port:
+        host = docker_host(
+            [{"manifest": f"{NAME}.yml"}],
+            NETWORK,
+            f"{GATEWAY}#{port}",
+            # `up` ends with bottle verify: its literal resolver is this test's, on this machine
+            bottle_verify_resolvers=[f"{GATEWAY}#{port}"],
+            bottle_verify_audit_dir=str(base / "audit"),
+        )
+        path = write_inventory(base / "inventory.yml", host)
+        try:
+            up = run("up", "-i", str(path))
+            assert up.returncode == 0, up.stdout + up.stderr
+            yield path
+        finally:
+            run("down", "-i", str(path))
 
 
 def test_exec_runs_as_the_bottles_user_with_its_env(inventory: Path) -> None:

@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 
 from botbottle.policy import build_policy
-from tests.fake_upstream import serve
-from tests.helpers import ROOT, require_docker
+from tests.helpers import ROOT, egress_network, require_docker
 from tests.helpers import docker as _docker
 
 pytestmark = pytest.mark.integration
@@ -73,16 +72,11 @@ def run_module(
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     base = tmp_path_factory.mktemp("module")
-    assert _docker("network", "create", "--internal", "--subnet", SUBNET, NETWORK).returncode == 0
-    port, servers = serve(GATEWAY, 0, base / "upstream.log")
-    try:
-        yield port
-    finally:
-        run_module({"name": NAME, "state": "absent", "state_dir": str(STATE)})
-        for server in servers:
-            server.shutdown()
-            server.server_close()  # type: ignore[attr-defined]
-        _docker("network", "rm", NETWORK)
+    with egress_network(NETWORK, SUBNET, GATEWAY, base / "upstream.log") as port:
+        try:
+            yield port
+        finally:
+            run_module({"name": NAME, "state": "absent", "state_dir": str(STATE)})
 
 
 STATE = Path("/var/lib/bot-bottle/test-docker-bottle")

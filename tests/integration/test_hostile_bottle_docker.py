@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_upstream import serve
-from tests.helpers import bottle, require_docker
+from tests.helpers import bottle, docker_host, egress_network, require_docker, write_inventory
 from tests.helpers import docker as _docker
 
 pytestmark = pytest.mark.integration
@@ -55,42 +54,26 @@ def listener() -> Iterator[int]:
 
 
 def _inventory(base: Path, port: int, manifest: str) -> Path:
-    host = {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": "/usr/bin/python3",
-        "bottle_backend": "docker",
-        "bottles": [{"manifest": manifest}],
-        "docker_bottle_upstream_dns": [f"{GATEWAY}#{port}"],
-        "docker_bottle_egress_network": NETWORK,
-        "docker_bottle_agent_image": IMAGE,
-        "bottle_verify": False,
-    }
-    path = base / f"inventory-{Path(manifest).stem}.yml"
-    path.write_text(json.dumps({"all": {"hosts": {"localhost": host}}}))
-    return path
+    host = docker_host([{"manifest": manifest}], NETWORK, f"{GATEWAY}#{port}", bottle_verify=False)
+    return write_inventory(base / f"inventory-{Path(manifest).stem}.yml", host)
 
 
 @pytest.fixture(scope="module")
 def wide_bottle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = tmp_path_factory.mktemp("hostile")
-    assert _docker("network", "create", "--internal", "--subnet", SUBNET, NETWORK).returncode == 0
-    port, servers = serve(GATEWAY, 0, base / "upstream.log")
     (base / f"{NAME}.yml").write_text(
         "runtime:\n  command: [sleep, infinity]\n  capabilities: [cap_chown]\n"
         "egress:\n  routes:\n    - host: ok.bbtest.example\n"
         "    - cidr: 172.16.0.0/12\n    - cidr: 0.0.0.0/0\n      wide: true\n"
     )
-    inventory = _inventory(base, port, f"{NAME}.yml")
-    try:
-        up = bottle("up", "-i", str(inventory))
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield inventory
-    finally:
-        bottle("down", "-i", str(inventory))
-        for server in servers:
-            server.shutdown()
-            server.server_close()  # type: ignore[attr-defined]
-        _docker("network", "rm", NETWORK)
+    with egress_network(NETWORK, SUBNET, GATEWAY, base / "upstream.log") as port:
+        inventory = _inventory(base, port, f"{NAME}.yml")
+        try:
+            up = bottle("up", "-i", str(inventory))
+            assert up.returncode == 0, up.stdout + up.stderr
+            yield inventory
+        finally:
+            bottle("down", "-i", str(inventory))
 
 
 def _bottle_gateway() -> str:

@@ -10,7 +10,6 @@ both (the positive control: the test would pass trivially if they never arrived)
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_upstream import serve
-from tests.helpers import bottle, require_docker
+from tests.helpers import bottle, docker_host, egress_network, require_docker, write_inventory
 from tests.helpers import docker as _docker
 
 pytestmark = pytest.mark.integration
@@ -42,36 +40,26 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path
     base = tmp_path_factory.mktemp("secrets")
     artifacts = base / "artifacts"
     state = base / "state"
-    assert _docker("network", "create", "--internal", "--subnet", SUBNET, NETWORK).returncode == 0
-    port, servers = serve(GATEWAY, 0, base / "upstream.log")
     (base / f"{NAME}.yml").write_text(
         "env:\n  ASKED: '?the npm token'\n  COPIED: ${BB_SECRET_HOSTVAR}\n"
         "runtime:\n  command: [sleep, infinity]\n"
         "egress:\n  routes:\n    - host: secret.bbtest.example\n"
     )
-    host = {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": "/usr/bin/python3",
-        "bottle_backend": "docker",
-        "bottles": [{"manifest": f"{NAME}.yml"}],
-        "bottle_secrets": {NAME: {"ASKED": PROMPTED}},
-        "docker_bottle_upstream_dns": [f"{GATEWAY}#{port}"],
-        "docker_bottle_egress_network": NETWORK,
-        "docker_bottle_agent_image": "bot-bottle/netutils:latest",
-        "docker_bottle_state_dir": str(state),
-        "bottle_verify_resolvers": [f"{GATEWAY}#{port}"],
-        "bottle_verify_audit_dir": str(base / "audit"),
-    }
-    inventory = base / "inventory.yml"
-    inventory.write_text(json.dumps({"all": {"hosts": {"localhost": host}}}))
-    try:
-        yield inventory, artifacts, state
-    finally:
-        run(artifacts, "down", "-i", str(inventory))
-        for server in servers:
-            server.shutdown()
-            server.server_close()  # type: ignore[attr-defined]
-        _docker("network", "rm", NETWORK)
+    with egress_network(NETWORK, SUBNET, GATEWAY, base / "upstream.log") as port:
+        host = docker_host(
+            [{"manifest": f"{NAME}.yml"}],
+            NETWORK,
+            f"{GATEWAY}#{port}",
+            bottle_secrets={NAME: {"ASKED": PROMPTED}},
+            docker_bottle_state_dir=str(state),
+            bottle_verify_resolvers=[f"{GATEWAY}#{port}"],
+            bottle_verify_audit_dir=str(base / "audit"),
+        )
+        inventory = write_inventory(base / "inventory.yml", host)
+        try:
+            yield inventory, artifacts, state
+        finally:
+            run(artifacts, "down", "-i", str(inventory))
 
 
 def run(artifacts: Path, *args: str) -> subprocess.CompletedProcess[str]:

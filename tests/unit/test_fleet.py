@@ -229,3 +229,20 @@ def test_prompted_answers_in_the_inventory_are_secrets_to_redact(tmp_path: Path)
     }
     assert fleet.inventory_answers(inventory) == ["answer-2", "npm-answer-1"]
     assert fleet.validate_inventory(inventory, tmp_path)[2] == ["answer-2", "npm-answer-1"]
+
+
+def test_a_failed_loop_names_each_failed_item() -> None:
+    result = {
+        "msg": "One or more items failed",
+        "results": [
+            {"failed": False, "_ansible_item_label": "ok-bottle"},
+            {
+                "failed": True,
+                "_ansible_item_label": "web (started)",
+                "msg": "create resolver failed",
+            },
+        ],
+    }
+    assert fleet.failure_message(result) == "web (started): create resolver failed"
+    assert fleet.failure_message({"msg": "plain"}) == "plain"
+    assert fleet.failure_message({"stderr": "boom"}) == "boom"
