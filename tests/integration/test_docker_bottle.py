@@ -219,14 +219,21 @@ def _restart_dockerd() -> None:
     if pid <= 0 or not Path(f"/proc/{pid}").exists():
         pytest.skip("dockerd was not started by scripts/dockerd here; cannot restart it")
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    # while Docker is down, the bottles are unknown - never reported absent
-    seen = run_module({}, module="docker_bottle_info")
-    assert seen["available"] is False and "does not answer" in seen["reason"], seen
-    assert seen.get("failed") is not True
-    started = subprocess.run([str(ROOT / "scripts" / "dockerd")], capture_output=True, check=False)
+    try:
+        deadline = time.monotonic() + 60
+        while _docker("version", "--format", "{{.Server.Version}}").returncode == 0:
+            assert time.monotonic() < deadline, "dockerd did not stop within 60 s"
+            time.sleep(0.2)
+        # while Docker is down, the bottles are unknown - never reported absent
+        seen = run_module({"names": []}, module="docker_bottle_info")
+        assert seen.get("available") is False, seen
+        assert "does not answer" in seen["reason"] and seen.get("failed") is not True, seen
+    finally:
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        started = subprocess.run(
+            [str(ROOT / "scripts" / "dockerd")], capture_output=True, check=False
+        )
     assert started.returncode == 0, started.stderr
 
 
