@@ -6,13 +6,18 @@ Every figure is the median of ``--runs`` runs, with min and max. Timings are nev
 assertions anywhere; ``benchmarks/README.md`` records a run and says which knobs matter.
 
 All traffic stays on this machine: the bottles' upstream is a fake resolver this
-runner serves on the gateway of its own egress network, and dnsperf and the latency
-client query only that resolver and the bottle's resolver.
+runner serves on the gateway of its own internal egress network, the escape suite's
+literal resolvers are that fake resolver too, and dnsperf and the latency client query
+only it and the bottle's resolver. Every bottle, network and container the runner makes
+is named ``bbperf-...`` (bottles ``bottle-bbperf-...``), and only those are ever removed,
+so it can run beside other users of the same Docker engine (their load still shows in
+the figures: the 1-minute load average is recorded beside every section).
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import platform
@@ -24,24 +29,41 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from dnslib import DNSRecord
 from tests.fake_upstream import serve
 
 from botbottle.manifest import resolve_all
-from botbottle.policy import compile_policy, render_dnsmasq, render_firewall
+from botbottle.policy import compile_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 BOTTLE = str(Path(sys.executable).parent / "bottle")
-EGRESS = "bbbench-egress"
-SUBNET = "172.29.248.0/24"
-GATEWAY = "172.29.248.1"
+PREFIX = "bbperf"  # every bottle, network and container of the benchmark
+EGRESS = f"{PREFIX}-egress"
 IMAGE = "bot-bottle/netutils:latest"
-BASELINE_SUBNET = "172.29.247.0/28"
+BASELINE = f"{PREFIX}-base"  # the hand-rolled bottle's network and containers
+# The egress network's /24 and the hand-rolled bottle's /28 come from the first of these
+# with room (the module's bottles use 172.30.0.0/16; the DNS guard of scripts/dockerd
+# lets containers ask resolvers in 172.16.0.0/12).
+POOLS = ("172.29.0.0/16", "172.28.0.0/16", "172.27.0.0/16")
+STATE_DIR = Path("/var/lib/bot-bottle/docker")  # the docker_bottle module's default
+DEMO_INVENTORY = ROOT / "examples" / "inventory" / "local.yml"
+DEMO_BOTTLES = ROOT / "examples" / "bottles"
+
+# Targets of issue 12 (reported beside the figures, never asserted).
+TARGETS = {
+    "up_down_vs_baseline": 2.0,
+    "noop_vs_converge": 0.3,
+    "converge_50_vs_10": 5.0,
+    "demo_up_status_s": 20.0,
+    "demo_down_s": 5.0,
+}
 
 
 def summarize(samples: Sequence[float]) -> dict[str, Any]:
@@ -86,8 +108,137 @@ def parse_dnsperf(text: str) -> dict[str, float]:
     return found
 
 
-def _run(argv: Sequence[str], *, quiet_fail: bool = False) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "BOTTLE_DEBUG"}
+# --------------------------------------------------------------------------- the CLI's output
+
+_CHANGES = re.compile(r"^ok\s+(\S+): (\d+) change\(s\)\s*$", re.MULTILINE)
+_ARTIFACTS = re.compile(r"^artifacts: (\S.*?)\s*$", re.MULTILINE)
+
+
+def parse_changes(text: str) -> int | None:
+    """Changed tasks summed over the hosts of a `bottle up`/`down` summary (None: no summary).
+
+    The CLI counts a task once however many loop items (bottles) it changed.
+    """
+    found = _CHANGES.findall(text)
+    return sum(int(count) for _, count in found) if found else None
+
+
+def parse_artifacts(text: str) -> Path | None:
+    """The run's artifacts folder the CLI printed last."""
+    found = _ARTIFACTS.findall(text)
+    return Path(found[-1]) if found else None
+
+
+# Actions that never start a module process on the host: the controller evaluates them.
+CONTROLLER_ACTIONS = frozenset(
+    f"{prefix}{name}"
+    for prefix in ("", "ansible.builtin.", "ansible.legacy.")
+    for name in (
+        "set_fact",
+        "debug",
+        "assert",
+        "fail",
+        "include_tasks",
+        "include_role",
+        "import_tasks",
+        "import_role",
+        "set_stats",
+        "validate_argument_spec",
+        "meta",
+        "add_host",
+        "group_by",
+    )
+)
+_DONE = {"runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_unreachable": "failed"}
+_ITEMS = ("runner_item_on_ok", "runner_item_on_failed")
+
+
+def _when(event: Mapping[str, Any]) -> float:
+    return datetime.fromisoformat(str(event["created"])).timestamp()
+
+
+def anatomy(events: Sequence[Mapping[str, Any]], wall: float | None = None) -> dict[str, Any]:
+    """Where a run's time went, from ansible-runner's job events.
+
+    ``playbook_s`` is first event to last; with ``wall`` (the command's wall time),
+    ``outside_playbook_s`` is the rest (interpreter and CLI start, manifest checks,
+    ansible-runner and ansible-playbook start-up and parsing, the summary). Each task
+    that ran is one row; a task whose action is not evaluated on the controller costs
+    one module process per loop item (``module_calls``).
+    """
+    ordered = sorted(events, key=lambda e: int(e.get("counter", 0)))
+    tasks: dict[str, dict[str, Any]] = {}
+    for event in ordered:
+        data = event.get("event_data") or {}
+        uuid = str(data.get("task_uuid", ""))
+        kind = str(event.get("event", ""))
+        if kind == "playbook_on_task_start":
+            tasks.setdefault(
+                uuid,
+                {
+                    "task": str(data.get("task", "")),
+                    "action": str(data.get("task_action", "")),
+                    "state": "",
+                    "seconds": 0.0,
+                    "items": 0,
+                    "changed": False,
+                },
+            )
+        elif uuid in tasks and kind in _ITEMS:
+            tasks[uuid]["items"] += 1
+        elif uuid in tasks and (kind in _DONE or kind == "runner_on_skipped"):
+            row = tasks[uuid]
+            row["state"] = _DONE.get(kind, "skipped")
+            row["seconds"] += float(data.get("duration") or 0.0)
+            row["changed"] = row["changed"] or bool((data.get("res") or {}).get("changed"))
+    ran = [t for t in tasks.values() if t["state"] in ("ok", "failed")]
+    modules = [t for t in ran if t["action"] not in CONTROLLER_ACTIONS]
+    playbook = _when(ordered[-1]) - _when(ordered[0]) if len(ordered) > 1 else 0.0
+    tasks_s = sum(t["seconds"] for t in tasks.values())
+    found: dict[str, Any] = {
+        "playbook_s": playbook,
+        "tasks": len(tasks),
+        "tasks_run": len(ran),
+        "tasks_skipped": sum(1 for t in tasks.values() if t["state"] == "skipped"),
+        "module_calls": sum(max(t["items"], 1) for t in modules),
+        "module_s": sum(t["seconds"] for t in modules),
+        "controller_s": sum(t["seconds"] for t in ran if t not in modules),
+        "skipped_s": sum(t["seconds"] for t in tasks.values() if t["state"] == "skipped"),
+        "between_tasks_s": playbook - tasks_s,
+        "slowest": [
+            {
+                "task": t["task"],
+                "action": t["action"],
+                "seconds": round(t["seconds"], 3),
+                "calls": max(t["items"], 1),
+            }
+            for t in sorted(modules, key=lambda t: -t["seconds"])[:12]
+        ],
+    }
+    if wall is not None:
+        found["wall_s"] = wall
+        found["outside_playbook_s"] = wall - playbook
+    return found
+
+
+def load_events(artifacts: Path) -> list[dict[str, Any]]:
+    """The job events of one ansible-runner run."""
+    events = []
+    for path in sorted((artifacts / "job_events").glob("*.json")):
+        try:
+            events.append(json.loads(path.read_text()))
+        except ValueError:
+            continue  # a partial event (should not happen once the run is over)
+    return events
+
+
+# --------------------------------------------------------------------------- running things
+
+
+def _run(
+    argv: Sequence[str], *, quiet_fail: bool = False, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "BOTTLE_DEBUG"} | dict(env or {})
     proc = subprocess.run(
         list(argv), capture_output=True, text=True, check=False, env=env, cwd=ROOT, timeout=3600
     )
@@ -98,11 +249,34 @@ def _run(argv: Sequence[str], *, quiet_fail: bool = False) -> subprocess.Complet
     return proc
 
 
-def timed(argv: Sequence[str]) -> float:
+def timed(argv: Sequence[str], env: Mapping[str, str] | None = None) -> float:
     """Wall time of one command that must succeed."""
     start = time.perf_counter()
-    _run(argv)
+    _run(argv, env=env)
     return time.perf_counter() - start
+
+
+@dataclass
+class CliRun:
+    """One timed `bottle` command: wall time, changed tasks, where its events are."""
+
+    seconds: float
+    changed: int | None
+    artifacts: Path | None
+    output: str
+
+    def anatomy(self) -> dict[str, Any]:
+        if self.artifacts is None or not self.artifacts.is_dir():
+            return {}
+        return anatomy(load_events(self.artifacts), self.seconds)
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def load1() -> float:
+    return os.getloadavg()[0]
 
 
 @dataclass
@@ -115,6 +289,16 @@ class Bench:
     results: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str], None] = print
     save: Callable[[], None] = lambda: None
+    loads: list[float] = field(default_factory=list)
+
+    def cli(self, *args: str) -> CliRun:
+        """Time one `bottle` command that must succeed; the load average before it is kept."""
+        self.loads.append(load1())
+        start = time.perf_counter()
+        proc = _run([BOTTLE, *args])
+        seconds = time.perf_counter() - start
+        text = proc.stdout + "\n" + proc.stderr
+        return CliRun(seconds, parse_changes(text), parse_artifacts(text), text)
 
     def manifest(self, name: str, routes: Sequence[str]) -> Path:
         lines = ["runtime:", "  command: [sleep, infinity]", "egress:", "  routes:"]
@@ -130,130 +314,464 @@ class Bench:
             "ansible_python_interpreter": "/usr/bin/python3",
             "bottle_backend": "docker",
             "bottles": [{"manifest": str(m)} for m in manifests],
-            "docker_bottle_upstream_dns": [self.upstream],
-            "docker_bottle_egress_network": EGRESS,
+            **self.network_vars(),
             "docker_bottle_agent_image": IMAGE,
             "bottle_verify": verify,
-            "bottle_verify_resolvers": [self.upstream],
         }
         path = self.work / f"{name}.inventory.yml"
         path.write_text(json.dumps({"all": {"hosts": {"localhost": host}}}))
         return path
 
+    def network_vars(self) -> dict[str, Any]:
+        """Where bottles may talk: the fake upstream, over the benchmark's own network."""
+        return {
+            "docker_bottle_upstream_dns": [self.upstream],
+            "docker_bottle_egress_network": EGRESS,
+            "bottle_verify_resolvers": [self.upstream],
+            "bottle_verify_audit_dir": str(self.work / "audit"),
+        }
+
+    def section_load(self, since: int) -> dict[str, Any]:
+        """The 1-minute load average before each timed command since index ``since``."""
+        return summarize(self.loads[since:]) if self.loads[since:] else {}
+
+
+def remove_bench_bottles() -> None:
+    """Remove the benchmark's own bottles (untimed): containers, networks, state folders.
+
+    Only objects labelled as a bottle named ``bbperf-...`` go; nobody else's bottles.
+    """
+    for kind in ("container", "network"):
+        listed = _run(
+            [
+                "docker",
+                kind,
+                "ls",
+                *(["-a"] if kind == "container" else []),
+                "--filter",
+                "label=botbottle.managed-by=bot-bottle",
+                "--format",
+                '{{.ID}} {{.Label "botbottle.bottle"}}',
+            ]
+        )
+        ids = [
+            ident
+            for ident, _, bottle in (line.partition(" ") for line in listed.stdout.splitlines())
+            if bottle.startswith(f"{PREFIX}-")
+        ]
+        if ids:
+            _run(["docker", kind, "rm", *(["-f"] if kind == "container" else []), *ids])
+    for folder in STATE_DIR.glob(f"{PREFIX}-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def free_subnet(pools: Sequence[str], prefix: int) -> str:
+    """A /``prefix`` of the first of ``pools`` that has one no Docker network overlaps."""
+    names = _run(["docker", "network", "ls", "-q"]).stdout.split()
+    shown = "{{range .IPAM.Config}}{{.Subnet}} {{end}}"
+    got = _run(["docker", "network", "inspect", "-f", shown, *names], quiet_fail=True)
+    used = [ipaddress.ip_network(s, strict=False) for s in got.stdout.split()]
+    for pool in pools:
+        for candidate in ipaddress.ip_network(pool).subnets(new_prefix=prefix):
+            if not any(candidate.overlaps(u) for u in used if u.version == 4):
+                return str(candidate)
+    raise RuntimeError(f"no free /{prefix} in {', '.join(pools)}")
+
+
+def _changes(runs: Sequence[CliRun]) -> list[int | None]:
+    return [r.changed for r in runs]
+
 
 # --------------------------------------------------------------------------- rollout
 
 
-def _baseline_dir(bench: Bench, name: str) -> Path:
-    """The files a hand-rolled bring-up needs, rendered by the same compiler."""
+@dataclass(frozen=True)
+class Baseline:
+    """The hand-written bring-up and removal of one bottle (benchmarks/baseline-*.sh)."""
+
+    up: list[str]
+    down: list[str]
+
+
+def prepare_baseline(bench: Bench) -> Baseline:
+    """Render the hand-rolled bottle's files with the module's own functions, copy the
+    seal guard's busybox out of the image once (as the module caches it), pick a subnet."""
+    # importable once botbottle is imported (it puts the collection on the path)
+    from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle import (  # noqa: PLC0415
+        want,
+    )
+
+    subnet = free_subnet(POOLS, 28)
     policy = compile_policy({"egress": {"routes": [{"host": "api.bench.example"}]}})
-    base = bench.work / f"baseline-{name}"
-    (base / "log").mkdir(parents=True, exist_ok=True)
-    resolver, _holder = _hosts(BASELINE_SUBNET)
-    conf = render_dnsmasq(policy, [bench.upstream])
-    conf += [
-        f"listen-address={resolver}",
-        "listen-address=127.0.0.1",
-        "bind-dynamic",
-        "user=root",
-        "group=root",
-        "log-queries=extra",
-        "log-facility=/var/log/bottle/queries.log",
-    ]
-    (base / "dnsmasq.conf").write_text("\n".join(conf) + "\n")
-    rules = render_firewall(policy, resolver, _gateway(BASELINE_SUBNET))
-    (base / "rules.ipv4").write_text(rules["ipv4"])
-    (base / "rules.ipv6").write_text(rules["ipv6"])
-    (base / "resolv.conf").write_text(f"nameserver {resolver}\n")
-    return base
+    state = bench.work / "baseline-state" / BASELINE
+    wanted = want(
+        name=BASELINE,
+        state="started",
+        policy=policy,
+        subnet=subnet,
+        upstreams=[bench.upstream],
+        egress_network=EGRESS,
+        state_dir=str(state.parent),
+    )
+    source = bench.work / "baseline-src"
+    source.mkdir(exist_ok=True)
+    for name, content in wanted.files.items():
+        (source / name).write_text(content)
+    guard = bench.work / "busybox"
+    if not guard.exists():
+        created = _run(["docker", "create", "--network", "none", IMAGE, "true"]).stdout.strip()
+        try:
+            _run(["docker", "cp", f"{created}:/bin/busybox", str(guard)])
+        finally:
+            _run(["docker", "rm", "-f", created], quiet_fail=True)
+    addresses = wanted.addresses
+    script = ROOT / "benchmarks"
+    return Baseline(
+        up=[
+            str(script / "baseline-up.sh"),
+            BASELINE,
+            subnet,
+            addresses["gateway"],
+            addresses["resolver"],
+            addresses["holder"],
+            EGRESS,
+            IMAGE,
+            IMAGE,
+            str(source),
+            str(state),
+            str(guard),
+            wanted.stamp,
+        ],
+        down=[str(script / "baseline-down.sh"), BASELINE, str(state)],
+    )
 
 
-def _gateway(subnet: str) -> str:
-    prefix, _, _ = subnet.rpartition(".")
-    return f"{prefix}.{int(subnet.split('.')[3].split('/', maxsplit=1)[0]) + 1}"
+FLOOR_TASKS = 5
 
 
-def _hosts(subnet: str) -> tuple[str, str]:
-    prefix, _, last = subnet.partition("/")[0].rpartition(".")
-    return f"{prefix}.{int(last) + 2}", f"{prefix}.{int(last) + 3}"
-
-
-def bench_bringup(bench: Bench) -> None:
-    """One bottle: `bottle up` versus the hand-rolled baseline script."""
-    inventory = bench.inventory("one", [bench.manifest("bench1", ["api.bench.example"])])
-    resolver, holder = _hosts(BASELINE_SUBNET)
-    base = _baseline_dir(bench, "b1")
-    script = [
-        str(ROOT / "benchmarks" / "baseline-up.sh"),
-        "b1",
-        BASELINE_SUBNET,
-        resolver,
-        holder,
-        EGRESS,
-        IMAGE,
-        IMAGE,
-        str(base),
-    ]
-    ups, baselines = [], []
-    for run in range(bench.runs):
-        bench.log(f"bring-up run {run + 1}/{bench.runs}")
-        ups.append(timed([BOTTLE, "up", "-i", str(inventory)]))
-        _run([BOTTLE, "down", "-i", str(inventory)])
-        baselines.append(timed(script))
-        _run([str(ROOT / "benchmarks" / "baseline-down.sh"), "b1"])
-    bench.results["bringup"] = {
-        "bottle_up_s": summarize(ups),
-        "baseline_script_s": summarize(baselines),
-        "ratio": ratio(statistics.median(ups), statistics.median(baselines)),
+def bench_floor(bench: Bench, inventory: Path) -> dict[str, Any]:
+    """What any run costs before bot-bottle does anything, on the same inventory:
+    ansible-playbook with no task, with ``FLOOR_TASKS`` trivial module calls (so the cost
+    of one module process), and the managed host's interpreter with and without the
+    Docker SDK every docker_bottle call imports."""
+    ansible = str(Path(sys.executable).parent / "ansible-playbook")
+    env = {"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    plays = {
+        "empty": [{"hosts": "all", "gather_facts": False, "tasks": []}],
+        "tasks": [
+            {
+                "hosts": "all",
+                "gather_facts": False,
+                "tasks": [
+                    {"name": f"t{i}", "ansible.builtin.command": {"argv": ["true"]}}
+                    for i in range(FLOOR_TASKS)
+                ],
+            }
+        ],
+    }
+    samples: dict[str, list[float]] = {
+        k: [] for k in ("empty", "tasks", "python", "python_docker", "bottle_validate")
+    }
+    manifest = bench.manifest(f"{PREFIX}-one", ["api.bench.example"])
+    for _ in range(bench.runs):
+        for name, play in plays.items():
+            path = bench.work / f"floor-{name}.yml"
+            path.write_text(json.dumps(play))
+            samples[name].append(timed([ansible, "-i", str(inventory), str(path)], env))
+        samples["python"].append(timed(["/usr/bin/python3", "-c", "pass"]))
+        samples["python_docker"].append(timed(["/usr/bin/python3", "-c", "import docker"]))
+        samples["bottle_validate"].append(timed([BOTTLE, "validate", str(manifest)]))
+    median = {k: statistics.median(v) for k, v in samples.items()}
+    return {
+        "ansible_playbook_no_task_s": summarize(samples["empty"]),
+        f"ansible_playbook_{FLOOR_TASKS}_commands_s": summarize(samples["tasks"]),
+        "per_module_call_s": (median["tasks"] - median["empty"]) / FLOOR_TASKS,
+        "python3_start_s": summarize(samples["python"]),
+        "python3_import_docker_s": median["python_docker"] - median["python"],
+        "bottle_validate_one_s": summarize(samples["bottle_validate"]),
     }
 
 
-def remove_all_bottles() -> None:
-    """Fast clean-up between scale runs (not timed): every bot-bottle container and network."""
-    for kind in ("container", "network"):
-        listed = _run(
-            ["docker", kind, "ls", "-q", "--filter", "label=botbottle.managed-by=bot-bottle"]
-            + (["-a"] if kind == "container" else [])
-        )
-        ids = listed.stdout.split()
-        if ids:
-            _run(["docker", kind, "rm", *(["-f"] if kind == "container" else []), *ids])
+def bench_bringup(bench: Bench) -> None:
+    """One bottle: `bottle up` with and without the escape suite, `bottle down`, and the
+    hand-written script doing the same Docker work and the same checks."""
+    since = len(bench.loads)
+    one = bench.manifest(f"{PREFIX}-one", ["api.bench.example"])
+    plain = bench.inventory("one", [one])
+    verified = bench.inventory("one-verify", [one], verify=True)
+    base = prepare_baseline(bench)
+    _run(base.down, quiet_fail=True)
+    bench.log("bring-up: warm-up (untimed: builds the probe, caches the seal guard)")
+    bench.cli("up", "-i", str(verified))
+    bench.cli("down", "-i", str(verified))
+    _run(base.up)
+    _run(base.down)
+    ups: list[CliRun] = []
+    verified_ups: list[CliRun] = []
+    downs: list[CliRun] = []
+    base_ups: list[float] = []
+    base_downs: list[float] = []
+    for run in range(bench.runs):
+        bench.log(f"bring-up run {run + 1}/{bench.runs}")
+        ups.append(bench.cli("up", "-i", str(plain)))
+        downs.append(bench.cli("down", "-i", str(plain)))
+        verified_ups.append(bench.cli("up", "-i", str(verified)))
+        downs.append(bench.cli("down", "-i", str(verified)))
+        bench.loads.append(load1())
+        base_ups.append(timed(base.up))
+        bench.loads.append(load1())
+        base_downs.append(timed(base.down))
+    up_s = [r.seconds for r in ups]
+    down_s = [r.seconds for r in downs]
+    # up + down of the same run: the down right after the plain up (even indexes)
+    up_down = [u.seconds + d.seconds for u, d in zip(ups, downs[::2], strict=True)]
+    base_up_down = [u + d for u, d in zip(base_ups, base_downs, strict=True)]
+    bench.results["bringup"] = {
+        "bottle_up_s": summarize(up_s),
+        "bottle_up_verify_s": summarize([r.seconds for r in verified_ups]),
+        "bottle_down_s": summarize(down_s),
+        "baseline_up_s": summarize(base_ups),
+        "baseline_down_s": summarize(base_downs),
+        "up_down_s": summarize(up_down),
+        "baseline_up_down_s": summarize(base_up_down),
+        "ratio_up": ratio(statistics.median(up_s), statistics.median(base_ups)),
+        "ratio_down": ratio(statistics.median(down_s), statistics.median(base_downs)),
+        "ratio_up_down": ratio(statistics.median(up_down), statistics.median(base_up_down)),
+        "verify_cost_s": statistics.median(r.seconds for r in verified_ups)
+        - statistics.median(up_s),
+        "changed": {
+            "up": _changes(ups),
+            "up_verify": _changes(verified_ups),
+            "down": _changes(downs),
+        },
+        "anatomy": {
+            "up": ups[-1].anatomy(),
+            "up_verify": verified_ups[-1].anatomy(),
+            "down": downs[-2].anatomy(),
+        },
+        "floor": bench_floor(bench, plain),
+        "load1": bench.section_load(since),
+    }
 
 
-def _scale_runs(bench: Bench, inventory: Path, runs: int, noop: bool) -> dict[str, list[float]]:
-    firsts, noops = [], []
-    for run in range(runs):
-        bench.log(f"{inventory.stem}: run {run + 1}/{runs}")
-        firsts.append(timed([BOTTLE, "up", "-i", str(inventory)]))
-        if noop:
-            noops.append(timed([BOTTLE, "up", "-i", str(inventory)]))
-        remove_all_bottles()
-    return {"converge": firsts, "noop": noops}
+def bench_steps(bench: Bench) -> None:
+    """One docker_bottle call's own time by step (benchmarks/module_steps.py under the
+    managed host's python3): a bring-up, its no-op re-run, the removal."""
+    since = len(bench.loads)
+    argv = ["/usr/bin/python3", str(ROOT / "benchmarks" / "module_steps.py"), f"{PREFIX}-steps"]
+    argv += [EGRESS, bench.upstream]
+    env = {"PYTHONPATH": str(ROOT / "collections")}
+    found: dict[str, dict[str, list[float]]] = {"up": {}, "noop": {}, "down": {}}
+    for run in range(bench.runs):
+        bench.log(f"module steps run {run + 1}/{bench.runs}")
+        for kind, state in (("up", "started"), ("noop", "started"), ("down", "absent")):
+            bench.loads.append(load1())
+            out = _run([*argv, state, IMAGE], env=env).stdout.strip().splitlines()[-1]
+            for label, seconds in json.loads(out):
+                found[kind].setdefault(label, []).append(float(seconds))
+    bench.results["steps"] = {
+        kind: {label: summarize(values) for label, values in steps.items()}
+        for kind, steps in found.items()
+    } | {"load1": bench.section_load(since)}
 
 
 def bench_scale(bench: Bench, sizes: Sequence[int], big_runs: int, noop_max: int) -> None:
-    """Converge N bottles, re-run (no-op, up to ``noop_max`` bottles), remove (untimed)."""
+    """Converge N bottles, re-run it (the no-op, up to ``noop_max`` bottles), remove them
+    (untimed, between runs, so every converge starts from nothing)."""
     scale: dict[str, Any] = {}
     bench.results["scale"] = scale
     for size in sizes:
-        manifests = [bench.manifest(f"s{size}n{i}", [f"api{i}.bench.example"]) for i in range(size)]
+        since = len(bench.loads)
+        manifests = [
+            bench.manifest(f"{PREFIX}-s{size}-{i}", [f"api{i}.bench.example"]) for i in range(size)
+        ]
         inventory = bench.inventory(f"scale{size}", manifests)
         runs = bench.runs if size <= 10 else big_runs
-        times = _scale_runs(bench, inventory, runs, size <= noop_max)
-        first = statistics.median(times["converge"])
+        converges: list[CliRun] = []
+        noops: list[CliRun] = []
+        remove_bench_bottles()
+        for run in range(runs):
+            bench.log(f"{size} bottles: run {run + 1}/{runs}")
+            converges.append(bench.cli("up", "-i", str(inventory)))
+            if size <= noop_max:
+                noops.append(bench.cli("up", "-i", str(inventory)))
+            remove_bench_bottles()
+        first = statistics.median(r.seconds for r in converges)
         figures: dict[str, Any] = {
-            "converge_s": summarize(times["converge"]),
+            "converge_s": summarize([r.seconds for r in converges]),
             "per_bottle_s": first / size,
+            "converge_changed": _changes(converges),
+            "anatomy_converge": converges[-1].anatomy(),
         }
-        if times["noop"]:
-            figures["noop_s"] = summarize(times["noop"])
-            figures["noop_ratio"] = ratio(statistics.median(times["noop"]), first)
+        if noops:
+            figures["noop_s"] = summarize([r.seconds for r in noops])
+            figures["noop_ratio"] = ratio(statistics.median(r.seconds for r in noops), first)
+            figures["noop_changed"] = _changes(noops)
+            figures["anatomy_noop"] = noops[-1].anatomy()
+        figures["load1"] = bench.section_load(since)
         scale[str(size)] = figures
         bench.save()  # the 50-bottle run is long: keep what was measured
     if "10" in scale and "50" in scale:
+        scale["converge_50_vs_10"] = ratio(
+            scale["50"]["converge_s"]["median"], scale["10"]["converge_s"]["median"]
+        )
         scale["growth_50_vs_10"] = ratio(scale["50"]["per_bottle_s"], scale["10"]["per_bottle_s"])
     if "1" in scale and "10" in scale:
         scale["growth_10_vs_1"] = ratio(scale["10"]["per_bottle_s"], scale["1"]["per_bottle_s"])
+
+
+def rename_extends(text: str, names: Mapping[str, str]) -> str:
+    """``text`` (a manifest) with every parent named in ``extends`` renamed by ``names``."""
+    pattern = re.compile(
+        r"(?<![\w-])(" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) + ")"
+        r"(?![\w-])"
+    )
+    lines, inside = [], False
+    for line in text.splitlines(keepends=True):
+        renamed = line
+        if line.startswith("extends:"):
+            renamed = pattern.sub(lambda m: names[m.group(1)], line)
+            inside = not line[len("extends:") :].strip()
+        elif inside and line.lstrip().startswith("- "):
+            renamed = pattern.sub(lambda m: names[m.group(1)], line)
+        else:
+            inside = False
+        lines.append(renamed)
+    return "".join(lines)
+
+
+def demo_copy(bench: Bench) -> tuple[Path, Path]:
+    """The README's demo (examples/inventory/local.yml and examples/bottles), copied with
+    the bottles named ``bbperf-demo-<name>`` and the network-facing values (upstream
+    resolver, egress network, the escape suite's literal resolvers, the audit folder)
+    pointed at the benchmark's own. Everything else - backend auto, the agent image,
+    the secrets, creating the egress network - is the demo's. (inventory, bottles)"""
+    folder = bench.work / "demo"
+    bottles = folder / "bottles"
+    bottles.mkdir(parents=True, exist_ok=True)
+    (folder / "inventory").mkdir(exist_ok=True)
+    sources = [p for p in DEMO_BOTTLES.iterdir() if p.suffix in (".yml", ".md")]
+    sources = [p for p in sources if p.name != "README.md"]
+    names = {p.stem: f"{PREFIX}-demo-{p.stem}" for p in sources}
+    for path in sources:
+        (bottles / (names[path.stem] + path.suffix)).write_text(
+            rename_extends(path.read_text(), names)
+        )
+    data = yaml.safe_load(DEMO_INVENTORY.read_text())
+    for host in data["all"]["hosts"].values():
+        host["bottles"] = [
+            {
+                **b,
+                "manifest": f"../bottles/{names[Path(b['manifest']).stem]}"
+                f"{Path(b['manifest']).suffix}",
+            }
+            for b in host.get("bottles", [])
+        ]
+        host["bottle_secrets"] = {
+            names.get(k, k): v for k, v in (host.get("bottle_secrets") or {}).items()
+        }
+        host.update(bench.network_vars())
+    inventory = folder / "inventory" / "local.yml"
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    return inventory, bottles
+
+
+def status_rows(text: str) -> list[list[str]]:
+    """The rows of `bottle status`'s table (host, bottle, backend, state, declared, policy)."""
+    rows = []
+    for line in text.splitlines():
+        cells = line.split()
+        if len(cells) >= 6 and cells[0] != "HOST" and cells[3] in _STATUS_STATES:
+            rows.append(cells[:6])
+    return rows
+
+
+_STATUS_STATES = frozenset(
+    {"running", "created", "exited", "stopped", "absent", "unknown", "paused", "dead"}
+)
+
+
+APT_STAMP = Path("/var/lib/apt/periodic/update-success-stamp")
+APT_LISTS = Path("/var/lib/apt/lists")
+SMOLMACHINES_DEFAULTS = ROOT / "roles" / "smolmachines_host" / "defaults" / "main.yml"
+
+
+def demo_offline_problems(margin_s: float = 3600.0) -> list[str]:
+    """Why the demo's host preparation would leave the machine during the benchmark.
+
+    With ``bottle_backend: auto`` the demo runs the smolmachines host role: apt with
+    ``update_cache`` and ``cache_valid_time: 86400`` (refreshes the package lists when
+    they are a day old), pip of the pinned smolmachines (installs when missing), and the
+    boot probe (boots a microVM unless a verdict is stored; a stale one is probed anew,
+    which this cannot foresee - the run's anatomy shows it).
+    """
+    found = []
+    stamp = APT_STAMP if APT_STAMP.exists() else APT_LISTS
+    age = time.time() - stamp.stat().st_mtime if stamp.exists() else float("inf")
+    if age > 86400 - margin_s:
+        found.append(
+            f"the package lists are {age / 3600:.0f} h old: the demo's apt task would "
+            "refresh them from the network (run apt-get update before the benchmark)"
+        )
+    defaults = yaml.safe_load(SMOLMACHINES_DEFAULTS.read_text())
+    package = str(defaults["smolmachines_host_package"])
+    venv = Path(str(defaults["smolmachines_host_venv"]))
+    name, _, version = package.partition("==")
+    shown = _run([str(venv / "bin" / "python"), "-m", "pip", "show", name], quiet_fail=True)
+    if f"Version: {version}" not in shown.stdout:
+        found.append(
+            f"{package} is not installed in {venv}: the demo's pip task would install it "
+            "from the network (run the demo once before the benchmark)"
+        )
+    verdict = Path(str(defaults["smolmachines_host_probe_cache_path"]))
+    if not verdict.is_file():
+        found.append(
+            f"no stored boot-probe verdict ({verdict}): the demo's first run would boot a "
+            "microVM (30 s or more; run the demo once before the benchmark)"
+        )
+    return found
+
+
+def bench_demo(bench: Bench) -> None:
+    """The README's main job on a warm machine: `bottle up` then `bottle status` of the
+    demo inventory, and its `bottle down` (each from a clean slate; `validate` beside)."""
+    offline = demo_offline_problems()
+    if offline:
+        raise RuntimeError("demo: not a warm machine: " + "; ".join(offline))
+    since = len(bench.loads)
+    inventory, bottles = demo_copy(bench)
+    remove_bench_bottles()
+    validates: list[CliRun] = []
+    ups: list[CliRun] = []
+    statuses: list[CliRun] = []
+    downs: list[CliRun] = []
+    for run in range(bench.runs):
+        bench.log(f"demo run {run + 1}/{bench.runs}")
+        validates.append(bench.cli("validate", str(bottles)))
+        ups.append(bench.cli("up", "-i", str(inventory)))
+        statuses.append(bench.cli("status", "-i", str(inventory)))
+        rows = status_rows(statuses[-1].output)
+        if not rows or any(r[3] != "running" for r in rows):
+            raise RuntimeError(f"bottle status after bottle up: {statuses[-1].output}")
+        downs.append(bench.cli("down", "-i", str(inventory)))
+        remove_bench_bottles()  # nothing should be left; makes sure of it
+    up_status = [u.seconds + s.seconds for u, s in zip(ups, statuses, strict=True)]
+    bench.results["demo"] = {
+        "bottles": len(status_rows(statuses[-1].output)),
+        "backend": status_rows(statuses[-1].output)[0][2],
+        "validate_s": summarize([r.seconds for r in validates]),
+        "up_s": summarize([r.seconds for r in ups]),
+        "status_s": summarize([r.seconds for r in statuses]),
+        "up_status_s": summarize(up_status),
+        "down_s": summarize([r.seconds for r in downs]),
+        "changed": {"up": _changes(ups), "down": _changes(downs)},
+        "anatomy": {
+            "up": ups[-1].anatomy(),
+            "status": statuses[-1].anatomy(),
+            "down": downs[-1].anatomy(),
+        },
+        "load1": bench.section_load(since),
+    }
 
 
 # --------------------------------------------------------------------------- resolver
@@ -302,9 +820,10 @@ def _latency_figures(server: str, port: int, names: Sequence[str]) -> dict[str, 
 
 def bench_resolver(bench: Bench, seconds: int) -> None:
     """Allowlisted queries through the bottle's resolver versus the fake upstream directly."""
+    since = len(bench.loads)
     if shutil.which("dnsperf") is None:
         raise RuntimeError("dnsperf is not installed (apt-get install dnsperf; scripts/setup does)")
-    manifest = bench.manifest("benchdns", ["api.bench.example", "*.zone.bench.example"])
+    manifest = bench.manifest(f"{PREFIX}-dns", ["api.bench.example", "*.zone.bench.example"])
     inventory = bench.inventory("dns", [manifest])
     _run([BOTTLE, "up", "-i", str(inventory)])
     try:
@@ -313,8 +832,8 @@ def bench_resolver(bench: Bench, seconds: int) -> None:
                 "docker",
                 "inspect",
                 "-f",
-                '{{(index .NetworkSettings.Networks "bottle-benchdns").IPAddress}}',
-                "bottle-benchdns-resolver",
+                f'{{{{(index .NetworkSettings.Networks "bottle-{PREFIX}-dns").IPAddress}}}}',
+                f"bottle-{PREFIX}-dns-resolver",
             ]
         ).stdout.strip()
         upstream_ip, _, upstream_port = bench.upstream.partition("#")
@@ -350,6 +869,8 @@ def bench_resolver(bench: Bench, seconds: int) -> None:
             "p50_ratio": ratio(through_lat["p50_ms"], direct_lat["p50_ms"]),
             "p99_ratio": ratio(through_lat["p99_ms"], direct_lat["p99_ms"]),
         }
+        bench.loads.append(load1())
+        figures["load1"] = bench.section_load(since)
         bench.results["resolver"] = figures
     finally:
         _run([BOTTLE, "down", "-i", str(inventory)], quiet_fail=True)
@@ -480,49 +1001,174 @@ def machine() -> dict[str, Any]:
         ["docker", "run", "--rm", "--network", "none", IMAGE, "dnsmasq", "--version"],
         quiet_fail=True,
     )
+    ansible = _run([str(Path(sys.executable).parent / "ansible"), "--version"], quiet_fail=True)
+    commit = _run(["git", "rev-parse", "--short", "HEAD"], quiet_fail=True)
+    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], quiet_fail=True)
+    others = _run(["docker", "ps", "-q"], quiet_fail=True)
     return {
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "docker": docker.stdout.strip(),
         "dnsmasq": (dnsmasq.stdout.splitlines() or [""])[0],
+        "ansible": (ansible.stdout.splitlines() or [""])[0],
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "commit": commit.stdout.strip(),
+        # the benchmark times the working tree, other people's uncommitted work included
+        "modified_tracked_files": sorted(line[3:] for line in dirty.stdout.splitlines()),
+        "containers_running_at_start": len(others.stdout.split()),
+        "load1_at_start": round(load1(), 2),
+        "started": _now(),
     }
 
 
-def _fmt(stats: dict[str, Any], unit: str = "s") -> str:
+def _fmt(stats: Mapping[str, Any], unit: str = "s") -> str:
     return (
         f"{stats['median']:.3f} {unit} (min {stats['min']:.3f}, max {stats['max']:.3f}, "
         f"n={stats['runs']})"
     )
 
 
-def table(results: dict[str, Any]) -> list[str]:
-    """The human-readable summary."""
-    lines = []
-    if "bringup" in results:
-        b = results["bringup"]
-        lines += [
+def target(value: float, key: str) -> str:
+    """How ``value`` compares with the issue's target ``TARGETS[key]``."""
+    limit = TARGETS[key]
+    if value <= limit:
+        return f"target <= {limit:g}: met"
+    return f"target <= {limit:g}: missed, {value / limit:.1f}x the target"
+
+
+def _anatomy_line(label: str, found: Mapping[str, Any]) -> str:
+    if not found:
+        return f"  {label}: no job events"
+    return (
+        f"  {label}: playbook {found['playbook_s']:.1f} s + "
+        f"{found.get('outside_playbook_s', 0.0):.1f} s outside it; {found['tasks']} tasks "
+        f"({found['tasks_run']} ran, {found['tasks_skipped']} skipped), "
+        f"{found['module_calls']} module calls {found['module_s']:.1f} s"
+    )
+
+
+def _changed(values: Sequence[int | None]) -> str:
+    return "changed=" + ",".join("?" if v is None else str(v) for v in values)
+
+
+def _bringup_lines(b: Mapping[str, Any]) -> list[str]:
+    if "baseline_up_s" not in b:  # a result of the runner before the baseline did the checks
+        return [
             f"bring-up, 1 bottle: bottle up {_fmt(b['bottle_up_s'])}",
             f"  baseline script {_fmt(b['baseline_script_s'])}; ratio {b['ratio']:.2f}",
         ]
-    for size, s in results.get("scale", {}).items():
-        if isinstance(s, dict) and "noop_s" not in s:
-            lines.append(
-                f"converge {size} bottle(s): {_fmt(s['converge_s'])}; "
-                f"{s['per_bottle_s']:.2f} s/bottle (no-op re-run not timed)"
-            )
-        elif isinstance(s, dict):
-            lines += [
-                f"converge {size} bottle(s): {_fmt(s['converge_s'])}; "
-                f"{s['per_bottle_s']:.2f} s/bottle",
-                f"  no-op re-run {_fmt(s['noop_s'])}; ratio to converge {s['noop_ratio']:.2f}",
-            ]
-    if "growth_10_vs_1" in results.get("scale", {}):
-        lines.append(f"per-bottle growth 10 vs 1: {results['scale']['growth_10_vs_1']:.2f}")
-    if "growth_50_vs_10" in results.get("scale", {}):
-        lines.append(f"per-bottle growth 50 vs 10: {results['scale']['growth_50_vs_10']:.2f}")
+    lines = [
+        f"bottle up, 1 bottle, no verify: {_fmt(b['bottle_up_s'])}; baseline up "
+        f"{_fmt(b['baseline_up_s'])}; ratio {b['ratio_up']:.2f}",
+        f"bottle up, 1 bottle, with the escape suite: {_fmt(b['bottle_up_verify_s'])}; "
+        f"the suite adds {b['verify_cost_s']:.1f} s",
+        f"bottle down, 1 bottle: {_fmt(b['bottle_down_s'])}; baseline down "
+        f"{_fmt(b['baseline_down_s'])}; ratio {b['ratio_down']:.2f}",
+        f"bottle up + down, no verify: {_fmt(b['up_down_s'])}; baseline "
+        f"{_fmt(b['baseline_up_down_s'])}; ratio {b['ratio_up_down']:.2f} "
+        f"({target(b['ratio_up_down'], 'up_down_vs_baseline')})",
+    ]
+    changed = b.get("changed") or {}
+    if changed:
+        lines.append(
+            f"  up {_changed(changed['up'])}; up with verify {_changed(changed['up_verify'])}; "
+            f"down {_changed(changed['down'])}"
+        )
+    for label, found in (b.get("anatomy") or {}).items():
+        lines.append(_anatomy_line(label, found))
+    floor = b.get("floor")
+    if floor:
+        lines += [
+            f"ansible-playbook with no task: {_fmt(floor['ansible_playbook_no_task_s'])}; "
+            f"one trivial module call {floor['per_module_call_s']:.2f} s",
+            f"managed host's python3 start {_fmt(floor['python3_start_s'])}; importing the "
+            f"Docker SDK adds {floor['python3_import_docker_s']:.2f} s",
+            f"bottle validate of one manifest: {_fmt(floor['bottle_validate_one_s'])}",
+        ]
+    return lines
+
+
+def _steps_lines(steps: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for kind in ("up", "noop", "down"):
+        found = steps.get(kind) or {}
+        if not found:
+            continue
+        parts = [f"{label} {s['median']:.2f}" for label, s in found.items() if label != "total"]
+        lines.append(
+            f"docker_bottle in-process, {kind}: {found['total']['median']:.2f} s = "
+            + "; ".join(parts)
+        )
+    return lines
+
+
+def _scale_lines(scale: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for size, s in scale.items():
+        if not isinstance(s, dict):
+            continue
+        line = (
+            f"converge {size} bottle(s): {_fmt(s['converge_s'])}; {s['per_bottle_s']:.2f} s/bottle"
+        )
+        if "converge_changed" in s:
+            line += f"; {_changed(s['converge_changed'])}"
+        if "noop_s" not in s:
+            lines.append(line + " (no-op re-run not timed)")
+            continue
+        noop = (
+            f"  no-op re-run {_fmt(s['noop_s'])}; ratio to converge {s['noop_ratio']:.2f} "
+            f"({target(s['noop_ratio'], 'noop_vs_converge')})"
+        )
+        if "noop_changed" in s:
+            ok = all(c == 0 for c in s["noop_changed"])
+            noop += f"; {_changed(s['noop_changed'])}" + ("" if ok else " NOT A NO-OP")
+        lines += [line, noop]
+        if s.get("anatomy_converge"):
+            lines.append(_anatomy_line("converge", s["anatomy_converge"]))
+        if s.get("anatomy_noop"):
+            lines.append(_anatomy_line("no-op", s["anatomy_noop"]))
+    if "converge_50_vs_10" in scale:
+        lines.append(
+            f"converge 50 vs 10 bottles: {scale['converge_50_vs_10']:.2f} "
+            f"({target(scale['converge_50_vs_10'], 'converge_50_vs_10')})"
+        )
+    if "growth_10_vs_1" in scale:
+        lines.append(f"per-bottle growth 10 vs 1: {scale['growth_10_vs_1']:.2f}")
+    if "growth_50_vs_10" in scale:
+        lines.append(f"per-bottle growth 50 vs 10: {scale['growth_50_vs_10']:.2f}")
+    return lines
+
+
+def _demo_lines(d: Mapping[str, Any]) -> list[str]:
+    up_status = d["up_status_s"]["median"]
+    lines = [
+        f"demo ({d['bottles']} bottles, {d['backend']} backend): bottle up {_fmt(d['up_s'])}; "
+        f"bottle status {_fmt(d['status_s'])}",
+        f"  up + status {_fmt(d['up_status_s'])} ({target(up_status, 'demo_up_status_s')})",
+        f"  bottle down {_fmt(d['down_s'])} ({target(d['down_s']['median'], 'demo_down_s')})",
+        f"  bottle validate {_fmt(d['validate_s'])}",
+        f"  up {_changed(d['changed']['up'])}; down {_changed(d['changed']['down'])}",
+    ]
+    for label, found in (d.get("anatomy") or {}).items():
+        lines.append(_anatomy_line(label, found))
+    return lines
+
+
+def table(results: Mapping[str, Any]) -> list[str]:
+    """The human-readable summary."""
+    lines = []
+    if "bringup" in results:
+        lines += _bringup_lines(results["bringup"])
+    if "steps" in results:
+        lines += _steps_lines(results["steps"])
+    if "scale" in results:
+        lines += _scale_lines(results["scale"])
+    if "demo" in results:
+        lines += _demo_lines(results["demo"])
     for label, r in results.get("resolver", {}).items():
+        if not isinstance(r, dict) or label == "load1":
+            continue
         if "qps_ratio" in r:
             lines.append(
                 f"resolver {label}: {r['resolver']['qps']['median']:.0f} qps vs upstream "
@@ -557,11 +1203,36 @@ def table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def problems(results: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a run regardless of speed: a no-op re-run that changed
+    something, or a converge that changed nothing (it would not have converged)."""
+    found = []
+    for size, s in (results.get("scale") or {}).items():
+        if not isinstance(s, dict):
+            continue
+        if any(c != 0 for c in s.get("noop_changed", [])):
+            found.append(f"the no-op re-run of {size} bottles changed: {s['noop_changed']}")
+        if any(not c for c in s.get("converge_changed", [])):
+            found.append(f"a converge of {size} bottles changed nothing: {s['converge_changed']}")
+    changed = (results.get("bringup") or {}).get("changed") or {}
+    for label in ("up", "up_verify", "down"):
+        if any(not c for c in changed.get(label, [])):
+            found.append(f"a bring-up benchmark `bottle {label}` changed nothing")
+    return found
+
+
+SECTIONS = ("policy", "extends", "bringup", "steps", "scale", "demo", "resolver")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
     parser.add_argument("--runs-50", type=int, default=1, help="runs of the 50-bottle converge")
-    parser.add_argument("--sizes", default="1,10,50", help="bottles per converge (default 1,10,50)")
+    parser.add_argument(
+        "--sizes",
+        default="10,50",
+        help="bottles per converge (default 10,50; the 50-bottle run takes minutes)",
+    )
     parser.add_argument(
         "--noop-max",
         type=int,
@@ -569,64 +1240,87 @@ def _parser() -> argparse.ArgumentParser:
         help="time the no-op re-run only up to this many bottles (default 50)",
     )
     parser.add_argument("--dnsperf-seconds", type=int, default=5)
-    parser.add_argument("--only", help="comma-separated: policy,extends,bringup,scale,resolver")
+    parser.add_argument("--only", help=f"comma-separated: {','.join(SECTIONS)}")
     parser.add_argument(
         "--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json"
     )
     return parser
 
 
-def _write(path: Path, report: dict[str, Any]) -> None:
+def _write(path: Path, report: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
 
 
+def _egress() -> str:
+    """The benchmark's internal egress network (a free /24, made if missing): its gateway."""
+    if _run(["docker", "network", "inspect", EGRESS], quiet_fail=True).returncode != 0:
+        subnet = ipaddress.ip_network(free_subnet(POOLS, 24))
+        gateway = str(next(subnet.hosts()))
+        create = ["docker", "network", "create", "--internal", "--subnet", str(subnet)]
+        _run([*create, "--gateway", gateway, EGRESS])
+    shown = "{{.Internal}} {{(index .IPAM.Config 0).Subnet}} {{(index .IPAM.Config 0).Gateway}}"
+    info = _run(["docker", "network", "inspect", "-f", shown, EGRESS]).stdout.split()
+    if info[0] != "true":
+        raise RuntimeError(f"network {EGRESS} exists and is not internal: remove it")
+    return info[2] if len(info) > 2 else str(next(ipaddress.ip_network(info[1]).hosts()))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    only = set((args.only or "policy,extends,bringup,scale,resolver").split(","))
+    only = set((args.only or ",".join(SECTIONS)).split(","))
+    unknown = only - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"bench: unknown section(s) {', '.join(sorted(unknown))}")
     with tempfile.TemporaryDirectory(prefix="bottle-bench-") as tmp:
         work = Path(tmp)
         docker_needed = bool(only - {"policy", "extends"})
         servers: list[Any] = []
-        upstream = ""
-        if docker_needed:
-            _run(
-                ["docker", "network", "create", "--internal", "--subnet", SUBNET, EGRESS],
-                quiet_fail=True,
-            )
-            port, servers = serve(GATEWAY, 0, work / "upstream.log")
-            upstream = f"{GATEWAY}#{port}"
-        bench = Bench(work, upstream, args.runs, log=lambda m: print(f"bench: {m}", flush=True))
+        bench = Bench(work, "", args.runs, log=lambda m: print(f"bench: {m}", flush=True))
         sections: dict[str, Callable[[], None]] = {
             "policy": lambda: bench_policy(bench),
             "extends": lambda: bench_extends(bench),
             "bringup": lambda: bench_bringup(bench),
+            "steps": lambda: bench_steps(bench),
             "scale": lambda: bench_scale(
                 bench, [int(s) for s in args.sizes.split(",")], args.runs_50, args.noop_max
             ),
+            "demo": lambda: bench_demo(bench),
             "resolver": lambda: bench_resolver(bench, args.dnsperf_seconds),
         }
-        report = {
+        report: dict[str, Any] = {
             "machine": machine(),
             "knobs": vars(args) | {"json": str(args.json)},
+            "targets": TARGETS,
             "results": bench.results,
         }
         bench.save = lambda: _write(args.json, report)
         try:
+            if docker_needed:
+                remove_bench_bottles()  # what a crashed earlier run left (ours only)
+                gateway = _egress()
+                port, servers = serve(gateway, 0, work / "upstream.log")
+                bench.upstream = f"{gateway}#{port}"
             for name, section in sections.items():
                 if name in only:
                     section()
                     _write(args.json, report)  # a long run keeps what it measured so far
         finally:
+            report["machine"]["load1_at_end"] = round(load1(), 2)
+            report["machine"]["finished"] = _now()
             for server in servers:
                 server.shutdown()
             if docker_needed:
+                remove_bench_bottles()
                 _run(["docker", "network", "rm", EGRESS], quiet_fail=True)
     _write(args.json, report)
     for line in table(bench.results):
         print(line)
+    wrong = problems(bench.results)
+    for line in wrong:
+        print(f"PROBLEM: {line}")
     print(f"json: {args.json}")
-    return 0
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":
