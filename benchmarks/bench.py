@@ -17,6 +17,7 @@ the figures: the 1-minute load average is recorded beside every section).
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import json
 import os
@@ -40,7 +41,7 @@ from dnslib import DNSRecord
 from tests.fake_upstream import serve
 
 from botbottle.manifest import resolve_all
-from botbottle.policy import compile_policy
+from botbottle.policy import compile_policy, render_dnsmasq, render_firewall, render_smolvm
 
 ROOT = Path(__file__).resolve().parents[1]
 BOTTLE = str(Path(sys.executable).parent / "bottle")
@@ -927,6 +928,33 @@ def bench_policy(bench: Bench) -> None:
             validate_many["median"] / 1000, validate_few["median"] / 10
         ),
     }
+    bench.results["policy"].update(_plan_rows(bench))
+
+
+#: Plan (render) sizes per backend, the big one against a tenth of it.
+PLAN_ROUTES = (5_000, 50_000)
+_RENDERERS: dict[str, Callable[[Any], object]] = {
+    "smolvm": render_smolvm,
+    "dnsmasq": lambda policy: render_dnsmasq(policy, ["192.0.2.53"]),
+    "firewall": lambda policy: render_firewall(policy, "10.89.0.2", "10.89.0.1"),
+}
+
+
+def _plan_rows(bench: Bench) -> dict[str, Any]:
+    """Render every backend's rules for 50,000 routes against 5,000: time per route."""
+    small, big = (compile_policy(_routes(n)) for n in PLAN_ROUTES)
+    rows: dict[str, Any] = {}
+    for backend, render in _RENDERERS.items():
+        times = {
+            n: _median_time(functools.partial(render, policy), bench.runs)
+            for n, policy in zip(PLAN_ROUTES, (small, big), strict=True)
+        }
+        rows[f"plan_{backend}_{PLAN_ROUTES[1]}_routes_s"] = times[PLAN_ROUTES[1]]
+        rows[f"plan_{backend}_per_route_ratio"] = ratio(
+            times[PLAN_ROUTES[1]]["median"] / PLAN_ROUTES[1],
+            times[PLAN_ROUTES[0]]["median"] / PLAN_ROUTES[0],
+        )
+    return rows
 
 
 def _chain(base: Path, depth: int) -> Path:
@@ -1188,6 +1216,13 @@ def table(results: Mapping[str, Any]) -> list[str]:
             f"to 100 routes {p['compile_per_route_ratio']:.2f}",
             f"validate 1,000 manifests {_fmt(p['validate_1000_manifests_s'])}; per-manifest "
             f"ratio to 10 {p['validate_per_manifest_ratio']:.2f}",
+        ]
+        small, big = PLAN_ROUTES
+        lines += [
+            f"plan {big:,} routes for {backend} {_fmt(p[f'plan_{backend}_{big}_routes_s'])}; "
+            f"per-route ratio to {small:,} {p[f'plan_{backend}_per_route_ratio']:.2f}"
+            for backend in _RENDERERS
+            if f"plan_{backend}_per_route_ratio" in p
         ]
     if "extends" in results:
         e = results["extends"]
