@@ -393,20 +393,7 @@ def resolve_hosts(
     found: dict[str, list[Bottle]] = {}
     problems: list[Problem] = []
     for host, entries in fleet.inventory_bottles(inventory).items():
-        paths = []
-        for entry in entries:
-            manifest = entry.get("manifest")
-            if not isinstance(manifest, str):
-                problems.append(
-                    Problem(
-                        f"inventory host {host}",
-                        "bottles",
-                        "an entry has no 'manifest'",
-                        "write {manifest: PATH, state: started}",
-                    )
-                )
-                continue
-            paths.append(manifest if os.path.isabs(manifest) else str(inventory_dir / manifest))
+        paths = list(fleet.manifest_paths(host, entries, inventory_dir, problems))
         bottles, more = resolve_all(paths) if paths else ([], [])
         found[host] = bottles
         problems.extend(more)

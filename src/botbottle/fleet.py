@@ -114,6 +114,29 @@ def _backend_problems(
     return enforcement.check_bottles(keep, backend, context)[1]
 
 
+def manifest_paths(
+    host: str, entries: Sequence[Mapping[str, Any]], inventory_dir: Path, problems: list[Problem]
+) -> dict[str, str]:
+    """A host's manifest paths (relative ones against the inventory's folder), each with its
+    declared state, in order; an entry without a manifest is added to ``problems``."""
+    found: dict[str, str] = {}
+    for entry in entries:
+        manifest = entry.get("manifest")
+        if not isinstance(manifest, str):
+            problems.append(
+                Problem(
+                    f"inventory host {host}",
+                    "bottles",
+                    "an entry has no 'manifest'",
+                    "write {manifest: PATH, state: started}",
+                )
+            )
+            continue
+        path = manifest if os.path.isabs(manifest) else str(inventory_dir / manifest)
+        found[path] = str(entry.get("state", "started"))
+    return found
+
+
 def validate_inventory(
     inventory: Mapping[str, Any],
     inventory_dir: Path,
@@ -136,23 +159,9 @@ def validate_inventory(
     hostvars = (inventory.get("_meta") or {}).get("hostvars") or {}
     count = 0
     for host, entries in inventory_bottles(inventory).items():
-        paths = []
-        states: dict[str, str] = {}
-        for entry in entries:
-            manifest = entry.get("manifest")
-            if not isinstance(manifest, str):
-                problems.append(
-                    Problem(
-                        f"inventory host {host}",
-                        "bottles",
-                        "an entry has no 'manifest'",
-                        "write {manifest: PATH, state: started}",
-                    )
-                )
-                continue
-            path = str(inventory_dir / manifest) if not os.path.isabs(manifest) else manifest
-            paths.append(path)
-            states[os.path.realpath(path)] = str(entry.get("state", "started"))
+        declared = manifest_paths(host, entries, inventory_dir, problems)
+        paths = list(declared)
+        states = {os.path.realpath(path): state for path, state in declared.items()}
         count += len(paths)
         if paths:
             bottles, found = resolve_all(paths)
