@@ -112,3 +112,14 @@ def write_inventory(path: Path, host: dict[str, Any]) -> Path:
     """An inventory of one host, ``localhost``, with ``host``'s variables."""
     path.write_text(json.dumps({"all": {"hosts": {"localhost": host}}}))
     return path
+
+
+def with_net_admin(container: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` (a program of the netutils image) in ``container``'s network namespace
+    from a throw-away container holding NET_ADMIN only: how a test reads a bottle's rules,
+    or plants the weakness an attacker with NET_ADMIN would."""
+    return docker(
+        "run", "--rm", "--network", f"container:{container}", "--cap-drop", "ALL",
+        "--cap-add", "NET_ADMIN", "--entrypoint", argv[0], "bot-bottle/netutils:latest",
+        *argv[1:],
+    )  # fmt: skip

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.fake_upstream import serve
-from tests.helpers import bottle, require_docker
+from tests.helpers import bottle, require_docker, with_net_admin
 from tests.helpers import docker as _docker
 
 pytestmark = pytest.mark.integration
@@ -209,20 +209,8 @@ def test_the_audit_shows_an_encoded_query_flagged_and_never_the_secret(inventory
 
 def test_a_weakened_bottle_fails_verify_and_up_restores_it(inventory: Path) -> None:
     # Plant the weakness the way an attacker with NET_ADMIN would: flush the bottle's rules.
-    flush = _docker(
-        "run",
-        "--rm",
-        "--network",
-        f"container:bottle-{NAME}-net",
-        "--cap-drop",
-        "ALL",
-        "--cap-add",
-        "NET_ADMIN",
-        "--entrypoint",
-        "sh",
-        "bot-bottle/netutils:latest",
-        "-c",
-        "iptables -F && iptables -X && ip6tables -F",
+    flush = with_net_admin(
+        f"bottle-{NAME}-net", "sh", "-c", "iptables -F && iptables -X && ip6tables -F"
     )
     assert flush.returncode == 0, flush.stderr
     code, data, output = verify(inventory)

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle import SEAL
 from botbottle.policy import build_policy
-from tests.helpers import ROOT, egress_network, require_docker
+from tests.helpers import ROOT, egress_network, require_docker, with_net_admin
 from tests.helpers import docker as _docker
 
 pytestmark = pytest.mark.integration
@@ -147,10 +148,7 @@ def test_lifecycle(upstream: int) -> None:
 
 def test_flushed_rules_and_a_restarted_holder_are_repaired(upstream: int) -> None:
     run_module(bottle_args(upstream))
-    flush = _docker(
-        "run", "--rm", "--network", f"container:bottle-{NAME}-net", "--cap-drop", "ALL",
-        "--cap-add", "NET_ADMIN", "--entrypoint", "iptables", IMAGE, "-F",
-    )  # fmt: skip
+    flush = with_net_admin(f"bottle-{NAME}-net", "iptables", "-F")
     assert flush.returncode == 0, flush.stderr
     # positive control: with the rules flushed, Docker's resolver answers the agent
     assert "ANSWER SECTION" in agent_dig(f"bottle-{NAME}-net", "@127.0.0.11")
@@ -217,6 +215,8 @@ def _restart_dockerd() -> None:
     pid_file = ROOT / ".cache" / "dockerd.pid"
     pid = int(pid_file.read_text()) if pid_file.is_file() else 0
     if pid <= 0 or not Path(f"/proc/{pid}").exists():
+        if os.environ.get("CI"):  # .ci/run starts dockerd through scripts/dockerd
+            raise AssertionError("dockerd was not started by scripts/dockerd; cannot restart it")
         pytest.skip("dockerd was not started by scripts/dockerd here; cannot restart it")
     os.kill(pid, signal.SIGTERM)
     try:
@@ -307,11 +307,7 @@ def test_the_seal_guard_holds_the_command_until_the_namespace_is_sealed(upstream
         time.sleep(2)  # the guard polls every 50 ms: 2 s is 40 chances to run too early
         assert "command-ran" not in _docker("logs", agent).stdout
         assert status(agent) == "running"
-        seal = _docker(
-            "run", "--rm", "--network", f"container:{holder}", "--cap-drop", "ALL",
-            "--cap-add", "NET_ADMIN", IMAGE, "ip", "link", "set", "dev", "lo", "alias",
-            "bot-bottle-sealed",
-        )  # fmt: skip
+        seal = with_net_admin(holder, "ip", "link", "set", "dev", "lo", "alias", SEAL)
         assert seal.returncode == 0, seal.stderr
         deadline = time.monotonic() + 10
         while "command-ran" not in _docker("logs", agent).stdout and time.monotonic() < deadline:

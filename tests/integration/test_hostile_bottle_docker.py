@@ -23,7 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import bottle, docker_host, egress_network, require_docker, write_inventory
+from tests.helpers import (
+    bottle,
+    docker_host,
+    egress_network,
+    require_docker,
+    with_net_admin,
+    write_inventory,
+)
 from tests.helpers import docker as _docker
 
 pytestmark = pytest.mark.integration
@@ -104,19 +111,7 @@ def test_a_wide_route_does_not_open_the_host(wide_bottle: Path, listener: int) -
     assert not _connect_from(agent, gateway, listener)
     assert not _connect_from(agent, GATEWAY, listener)
     # the loaded rules say why: the host's addresses are rejected before the routes
-    saved = _docker(
-        "run",
-        "--rm",
-        "--network",
-        f"container:bottle-{NAME}-net",
-        "--cap-drop",
-        "ALL",
-        "--cap-add",
-        "NET_ADMIN",
-        "--entrypoint",
-        "iptables-save",
-        IMAGE,
-    ).stdout.splitlines()
+    saved = with_net_admin(f"bottle-{NAME}-net", "iptables-save").stdout.splitlines()
     accept = saved.index("-A OUTPUT -d 172.16.0.0/12 -j ACCEPT")
     assert (
         saved.index(f"-A OUTPUT -d {gateway}/32 -j REJECT --reject-with icmp-port-unreachable")
