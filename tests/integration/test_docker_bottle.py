@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle import SEAL
+from ansible_collections.botbottle.bottle.plugins.module_utils._egress import PROXY_ENV_NAMES
 from botbottle.policy import build_policy
 from tests.helpers import ROOT, egress_network, require_docker, with_net_admin
 from tests.helpers import docker as _docker
@@ -32,6 +33,7 @@ SUBNET = "172.29.247.0/24"
 GATEWAY = "172.29.247.1"
 NAME = "modtest"
 IMAGE = "bot-bottle/netutils:latest"
+PROXY_IMAGE = "bot-bottle/egress-proxy:latest"
 SECRET = "bb-module-secret-8e1f"
 
 require_docker()
@@ -92,6 +94,7 @@ def bottle_args(port: int, state: str = "started", **changes: Any) -> dict[str, 
         "upstream_dns": [f"{GATEWAY}#{port}"],
         "egress_network": NETWORK,
         "netutils_image": IMAGE,
+        "proxy_image": PROXY_IMAGE,
         "image": IMAGE,
         "command": ["sleep", "infinity"],
         "env": {"TOKEN": SECRET},
@@ -119,7 +122,7 @@ def test_lifecycle(upstream: int) -> None:
     assert "status: NOERROR" in agent_dig("ok.bbtest.example")  # positive control
     assert "status: NXDOMAIN" in agent_dig("x.ok.bbtest.example")
     assert SECRET not in json.dumps(first)  # env by name only, never its value
-    assert first["diff"]["after"]["agent_env"] == ["TOKEN"]
+    assert first["diff"]["after"]["agent_env"] == sorted(["TOKEN", *PROXY_ENV_NAMES])
 
     # a re-run changes nothing; so does its check mode
     again = run_module(bottle_args(upstream))

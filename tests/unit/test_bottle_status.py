@@ -65,6 +65,17 @@ def test_a_running_agent_without_its_rules_is_drift() -> None:
     assert not row["state_ok"] and "rules" in row["reason"]
 
 
+def test_a_running_agent_whose_proxy_is_down_is_drift() -> None:
+    [row] = fleet_status(
+        [DECLARED[0]], "docker", docker({**entry("a", "running"), "proxy": "exited"})
+    )
+    assert not row["state_ok"] and "egress proxy is exited" in row["reason"]
+    [ok] = fleet_status(
+        [DECLARED[0]], "docker", docker({**entry("a", "running"), "proxy": "running"})
+    )
+    assert ok["state_ok"]
+
+
 def test_a_backend_that_does_not_answer_is_unknown_never_absent() -> None:
     down = {"available": False, "reason": "Docker does not answer at unix:///var/run/docker.sock"}
     rows = fleet_status(DECLARED, "docker", down)

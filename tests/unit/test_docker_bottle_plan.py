@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -20,9 +21,11 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle im
     plan,
     want,
 )
+from ansible_collections.botbottle.bottle.plugins.module_utils._egress import PROXY_ENV_NAMES
 from botbottle.policy import build_policy
 
 POLICY = build_policy(["api.example.com"], ["cdn.example"])
+CA = "ab:cd"  # the bottle CA's fingerprint
 AGENT = {"image": "agent:1", "image_id": "sha256:aa", "entrypoint": [], "cmd": ["sleep", "inf"]}
 
 
@@ -57,7 +60,9 @@ def converged(w: Want | None = None) -> Seen:
         network_subnet=w.subnet,
         resolver=running(w.resolver_spec, "net:[7]"),
         holder=running(w.holder_spec),
-        agent=replace(running(w.agent_spec, env=w.agent_env), hardening=w.agent_hardening),
+        agent=replace(running(w.agent_spec, env=w.agent_env), hardening=w.agent_hardening, ca=CA),
+        proxy=replace(running(w.proxy_spec, "net:[8]"), ca=CA),
+        ca=CA,
         rules_stamp=w.stamp,
         sealed=True,
         files={k: file_digest(v) for k, v in w.files.items()},
@@ -68,16 +73,20 @@ def test_a_new_bottle_is_built_in_order_and_the_agent_starts_last() -> None:
     todo = plan(Seen(), wanted())
     assert todo.actions == (
         "write_files",
+        "make_ca",
         "create_network",
         "create_resolver",
         "wait_resolver",
         "create_holder",
         "check_rules",
+        "create_proxy",
+        "wait_proxy",
         "create_agent",
         "start_agent",
     )
     assert todo.after["agent"] == "running" and todo.after["sealed"] is True
-    assert todo.after["agent_env"] == ["TOKEN"]
+    assert todo.after["proxy"] == "running" and todo.after["ca"] == "new"
+    assert todo.after["agent_env"] == sorted(["TOKEN", *PROXY_ENV_NAMES])
     assert "s3cret" not in repr(todo)  # env values never reach the plan's output
 
 
@@ -122,12 +131,15 @@ def test_absent_removes_everything_agent_first() -> None:
     todo = plan(converged(), wanted("absent"))
     assert todo.actions == (
         "remove_agent",
+        "remove_proxy",
         "remove_holder",
         "remove_resolver",
         "remove_network",
         "remove_files",
     )
     assert plan(Seen(), wanted("absent")).actions == ()
+    # a CA left behind alone is removed too
+    assert plan(Seen(ca=CA), wanted("absent")).actions == ("remove_files",)
 
 
 def test_a_changed_allowlist_reloads_the_resolver_and_rules_and_keeps_the_agent() -> None:
@@ -140,8 +152,12 @@ def test_a_changed_allowlist_reloads_the_resolver_and_rules_and_keeps_the_agent(
         "wait_resolver",
         "load_rules",
         "check_rules",
+        "remove_proxy",
+        "create_proxy",
+        "wait_proxy",
     )
     assert "agent" not in " ".join(todo.actions)
+    assert "file:egress.json" in todo.changed_fields and "proxy" in todo.changed_fields
     assert "file:dnsmasq.conf" in todo.changed_fields and "rules" in todo.changed_fields
 
 
@@ -222,8 +238,9 @@ def test_agent_drift_recreates_it() -> None:
 def test_a_new_subnet_rebuilds_everything() -> None:
     seen = replace(converged(), network_subnet="172.30.9.0/28")
     todo = plan(seen, wanted())
-    assert todo.actions[:4] == (
+    assert todo.actions[:5] == (
         "remove_agent",
+        "remove_proxy",
         "remove_holder",
         "remove_resolver",
         "remove_network",
@@ -348,6 +365,15 @@ def test_hardening_reads_what_docker_reports() -> None:
                 "Target": "/.bot-bottle/busybox",
                 "ReadOnly": True,
             },
+            *(
+                {
+                    "Type": "bind",
+                    "Source": "/var/lib/bb/demo/ca/mitmproxy-ca-cert.pem",
+                    "Target": target,
+                    "ReadOnly": True,
+                }
+                for target in ("/etc/bot-bottle/ca.pem", "/etc/ssl/certs/ca-certificates.crt")
+            ),
         ],
     }
     assert hardening(reported, {"0a1b2c": "bottle-demo-net"}) == w.agent_hardening
@@ -380,3 +406,121 @@ def test_other_bottles_coming_and_going_do_not_change_a_bottles_rules() -> None:
         "10.0.0.5",
         "fe80::1",
     ]
+
+
+# --------------------------------------------------------------------------- the egress proxy
+
+
+def test_the_agent_is_sent_through_its_proxy_and_trusts_only_its_ca() -> None:
+    w = wanted()
+    env = dict(w.agent_env)
+    proxy = f"http://{w.addresses['proxy']}:8080"
+    assert w.addresses["proxy"] == "172.30.5.4"  # gateway .1, resolver .2, holder .3, proxy .4
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        assert env[name] == env[name.lower()] == proxy
+    assert env["NO_PROXY"] == env["no_proxy"] == "localhost,127.0.0.1,::1"
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE"):
+        assert env[name] == "/etc/bot-bottle/ca.pem"
+    assert env["TOKEN"] == "s3cret"
+    mounts = {target: source for source, target, _ in w.agent_hardening["mounts"]}
+    assert mounts["/etc/bot-bottle/ca.pem"] == "/var/lib/bb/demo/ca/mitmproxy-ca-cert.pem"
+    assert mounts["/etc/ssl/certs/ca-certificates.crt"] == mounts["/etc/bot-bottle/ca.pem"]
+    assert all("mitmproxy-ca.pem" not in source for source in mounts.values())  # never the key
+
+
+@pytest.mark.parametrize(
+    "name", ["HTTPS_PROXY", "no_proxy", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS"]
+)
+def test_the_manifest_env_may_not_set_the_proxy_variables(name: str) -> None:
+    with pytest.raises(PlanError, match=f"env sets {name}, which bot-bottle sets itself"):
+        wanted(env={name: "http://elsewhere:3128"})
+
+
+def test_the_rules_accept_the_proxy_port_before_anything_is_rejected() -> None:
+    w = wanted(policy=build_policy(["a.example"], cidrs=["0.0.0.0/0"]), host_addresses=["10.9.9.9"])
+    lines = w.files["rules.ipv4"].splitlines()
+    accept = "-A OUTPUT -d 172.30.5.4/32 -p tcp -m tcp --dport 8080 -j ACCEPT"
+    assert lines.count(accept) == 1
+    first_reject = next(i for i, line in enumerate(lines) if "-d 172.30.5.1/32 -j REJECT" in line)
+    assert lines.index(accept) < first_reject
+    # the proxy's other ports are not opened
+    assert "--dport 8080" not in w.files["rules.ipv6"]
+    assert w.stamp.endswith("via-172.30.5.4:8080")
+
+
+def test_the_proxy_configuration_refuses_the_gateway_and_the_hosts_public_addresses() -> None:
+    host = ["172.17.0.1", "10.0.0.5", "198.51.100.7", "8.8.4.4", "172.30.9.1"]
+    w = wanted(host_addresses=host, subnet_pool="172.30.0.0/16")
+    config = json.loads(w.files["egress.json"])
+    # private host addresses are refused by the proxy anyway (no cidr route covers them);
+    # documentation ranges are not global; the public one is listed
+    assert config["refused_networks"] == ["172.30.5.1/32", "172.30.0.0/16", "8.8.4.4/32"]
+    assert config["resolver"] == "172.30.5.2#53"
+    with_cidrs = wanted(
+        host_addresses=host,
+        subnet_pool="172.30.0.0/16",
+        policy=build_policy(["a.example"], cidrs=["10.0.0.0/8"]),
+    )
+    refused = json.loads(with_cidrs.files["egress.json"])["refused_networks"]
+    assert "10.0.0.5/32" in refused and "172.17.0.1/32" in refused
+
+
+def test_a_new_host_network_does_not_change_the_proxy_without_cidr_routes() -> None:
+    before = wanted(host_addresses=["172.17.0.1"], subnet_pool="172.30.0.0/16")
+    after = wanted(host_addresses=["172.17.0.1", "172.18.0.1"], subnet_pool="172.30.0.0/16")
+    assert before.proxy_spec == after.proxy_spec
+    assert plan(converged(before), after).actions == ()
+
+
+def test_a_stopped_proxy_is_started_and_nothing_else_moves() -> None:
+    w = wanted()
+    seen = converged(w)
+    assert seen.proxy is not None
+    todo = plan(replace(seen, proxy=replace(seen.proxy, status="exited")), w)
+    assert todo.actions == ("start_proxy", "wait_proxy")
+    assert todo.changed_fields == ("proxy_state",)
+
+
+def test_a_new_proxy_image_remakes_the_proxy_only() -> None:
+    old = wanted()
+    new = wanted(proxy_image_id="sha256:new")
+    todo = plan(converged(old), new)
+    assert todo.actions == ("remove_proxy", "create_proxy", "wait_proxy")
+    assert todo.changed_fields == ("proxy",)
+
+
+def test_a_lost_ca_is_made_again_and_the_proxy_and_agent_are_remade() -> None:
+    w = wanted()
+    todo = plan(replace(converged(w), ca=""), w)
+    assert todo.actions == (
+        "make_ca",
+        "remove_proxy",
+        "create_proxy",
+        "wait_proxy",
+        "remove_agent",
+        "create_agent",
+        "start_agent",
+    )
+    assert todo.before["ca"] == "absent" and todo.after["ca"] == "new"
+    assert "agent_ca" in todo.changed_fields
+
+
+def test_an_agent_made_with_another_ca_is_remade() -> None:
+    w = wanted()
+    seen = converged(w)
+    assert seen.agent is not None
+    todo = plan(replace(seen, agent=replace(seen.agent, ca="00:11")), w)
+    assert todo.actions == ("remove_agent", "create_agent", "start_agent")
+    assert todo.changed_fields == ("agent_ca",)
+
+
+def test_the_trusted_ca_is_mounted_and_given_to_mitmproxy() -> None:
+    plain = wanted()
+    private = wanted(trusted_ca="/etc/demo/ca.pem", trusted_ca_digest="d1")
+    assert "ssl_verify_upstream_trusted_ca" not in " ".join(plain.proxy_create["command"])
+    assert (
+        "ssl_verify_upstream_trusted_ca=/etc/bot-bottle/egress/upstream-ca.pem"
+        in private.proxy_create["command"]
+    )
+    rotated = wanted(trusted_ca="/etc/demo/ca.pem", trusted_ca_digest="d2")
+    assert len({plain.proxy_spec, private.proxy_spec, rotated.proxy_spec}) == 3

@@ -20,12 +20,13 @@ def test_addresses_default_gateway_is_first_host() -> None:
         "gateway": "172.30.9.81",
         "resolver": "172.30.9.82",
         "holder": "172.30.9.83",
+        "proxy": "172.30.9.84",
     }
 
 
 def test_addresses_skip_an_explicit_gateway() -> None:
     addr = bottle_addresses("10.0.0.0/29", "10.0.0.2")
-    assert (addr["resolver"], addr["holder"]) == ("10.0.0.1", "10.0.0.3")
+    assert (addr["resolver"], addr["holder"], addr["proxy"]) == ("10.0.0.1", "10.0.0.3", "10.0.0.4")
 
 
 @pytest.mark.parametrize(

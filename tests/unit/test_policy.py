@@ -309,7 +309,8 @@ def test_firewall_rejects_bad_addresses(resolver: str, gateway: str | None) -> N
 
 def test_firewall_stamp_names_the_hash() -> None:
     policy = build_policy(["a.example"])
-    assert firewall_stamp(policy) == f"bot-bottle-policy {policy.digest} rules-3"
+    assert firewall_stamp(policy) == f"bot-bottle-policy {policy.digest} rules-4"
+    assert firewall_stamp(policy, "10.0.0.4:8080").endswith(" rules-4 via-10.0.0.4:8080")
     assert len(firewall_stamp(policy)) < 256  # iptables comment limit
 
 

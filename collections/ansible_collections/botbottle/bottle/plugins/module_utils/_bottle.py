@@ -107,6 +107,10 @@ def docker_view(result: Mapping[str, Any]) -> BackendView:
         policies[name] = str(entry.get("policy") or "")
         if states[name] == "running" and not (entry.get("rules") and entry.get("sealed")):
             problems[name] = "its agent runs but the rules in its namespace are not loaded"
+        elif states[name] == "running" and entry.get("proxy", "running") != "running":
+            problems[name] = (
+                f"its agent runs but its egress proxy is {entry.get('proxy')}: it reaches nothing"
+            )
     return BackendView("docker", True, states, policies, problems=problems)
 
 

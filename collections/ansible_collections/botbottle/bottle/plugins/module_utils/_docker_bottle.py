@@ -7,7 +7,7 @@
 :class:`Want` with :func:`want`, asks :func:`plan` what to do and hands the
 actions back to the engine, in order.
 
-A bottle is an internal network and three containers:
+A bottle is an internal network and four containers:
 
 * the **resolver** (``bottle-<name>-resolver``): dnsmasq with the compiler's
   lines, on the bottle network and the egress network. It checks its own
@@ -19,6 +19,12 @@ A bottle is an internal network and three containers:
   ``NET_ADMIN`` can write), then drops every capability for good: its
   long-lived process runs as ``nobody`` with empty permitted and effective
   sets. A re-load (a changed policy, flushed rules) is a short ``docker exec``.
+* the **egress proxy** (``bottle-<name>-proxy``): mitmproxy with bot-bottle's addon
+  and no other, on the bottle network and the egress network; the agent's only
+  way out (its rules accept the proxy's port and nothing else beyond the
+  resolver and ``cidr`` routes). It holds the bottle's CA key (made once per
+  bottle, in ``<state_dir>/<name>/ca``, readable by the proxy's user only); the
+  agent gets the certificate alone, and the proxy variables.
 * the **agent** (``bottle-<name>``): no capabilities beyond the allowlist, an
   init process as PID 1 (so ``down`` does not wait out a stop timeout), and a
   seal guard in front of its command: a static busybox waits until the
@@ -50,6 +56,20 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import (
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._docker_net import (
     bottle_addresses,
+)
+from ansible_collections.botbottle.bottle.plugins.module_utils._egress import (
+    AGENT_CA_BUNDLES,
+    AGENT_CA_FILE,
+    CA_CERT_FILE,
+    CONTAINER_LOG_DIR,
+    CONTAINER_TRUSTED_CA,
+    LOG_FILE_NAME,
+    PROXY_ENV_NAMES,
+    PROXY_PORT,
+    agent_proxy_env,
+    dumps_config,
+    proxy_command,
+    render_config,
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     EgressPolicy,
@@ -134,6 +154,10 @@ class Names:
     def resolver(self) -> str:
         return object_name(self.bottle, "resolver")
 
+    @property
+    def proxy(self) -> str:
+        return object_name(self.bottle, "proxy")
+
 
 # --------------------------------------------------------------------------- what is there
 
@@ -148,6 +172,7 @@ class ContainerSeen:
     netns: str = ""  # readlink /proc/<pid>/ns/net, when running
     env: tuple[tuple[str, str], ...] = ()  # agent only: what the bottle set (secret)
     hardening: Mapping[str, Any] = field(default_factory=dict)  # agent only: see hardening()
+    ca: str = ""  # agent and proxy: the fingerprint of the bottle CA they were made with
 
     @property
     def running(self) -> bool:
@@ -162,6 +187,8 @@ class Seen:
     resolver: ContainerSeen | None = None
     holder: ContainerSeen | None = None
     agent: ContainerSeen | None = None
+    proxy: ContainerSeen | None = None
+    ca: str = ""  # fingerprint of the bottle's CA in its state directory, "" when none
     rules_stamp: str = ""  # the stamp loaded in both families, "" when not (or unknown)
     sealed: bool = False  # the namespace carries the seal
     files: Mapping[str, str] = field(default_factory=dict)  # name -> sha256 of content
@@ -184,6 +211,8 @@ class Want:
     resolver_spec: str = ""
     holder_spec: str = ""
     agent_spec: str = ""
+    proxy_spec: str = ""
+    proxy_create: Mapping[str, Any] = field(default_factory=dict)  # for the engine
     agent_env: tuple[tuple[str, str], ...] = ()
     agent_create: Mapping[str, Any] = field(default_factory=dict)  # for the engine
     agent_hardening: Mapping[str, Any] = field(default_factory=dict)
@@ -242,6 +271,18 @@ def hardening(
     }
 
 
+def ca_dir(directory: str) -> str:
+    """The bottle's CA directory (the proxy's ``confdir``; the key never leaves it)."""
+    return f"{directory}/ca"
+
+
+def agent_ca_mounts(directory: str) -> list[tuple[str, str]]:
+    """(source, target) of the CA certificate in the agent: its own path and the system
+    bundle's (everything the agent can reach over TLS goes through its proxy)."""
+    cert = f"{ca_dir(directory)}/{CA_CERT_FILE}"
+    return [(cert, AGENT_CA_FILE), *((cert, bundle) for bundle in AGENT_CA_BUNDLES)]
+
+
 def agent_hardening(
     names: Names, directory: str, guard: str, settings: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -249,6 +290,7 @@ def agent_hardening(
     mounts = [
         (f"{directory}/resolv.conf", "/etc/resolv.conf", True),
         (guard, GUARD_BINARY, True),
+        *((source, target, True) for source, target in agent_ca_mounts(directory)),
         *(
             (str(m["source"]), str(m["target"]), bool(m.get("read_only")))
             for m in settings.get("mounts") or []
@@ -329,6 +371,20 @@ def blocked_destinations(host_addresses: Sequence[str], subnet_pool: str) -> lis
     return ([str(pool)] if pool is not None else []) + sorted(outside)
 
 
+def proxy_refused(policy: EgressPolicy, blocked: Sequence[str], subnet_pool: str) -> list[str]:
+    """What the proxy never connects to besides the bottle's gateway and what it refuses
+    anyway (loopback, link-local, metadata; private answers unless a ``cidr`` route
+    covers them): with ``cidr`` routes, every blocked destination (a route may cover
+    a private range the host has an address in); without, the pool and the host's
+    public addresses only, so the proxy's configuration does not change every time a
+    Docker network comes or goes on the host."""
+    if policy.cidrs:
+        return list(blocked)
+    pool = list(blocked[:1]) if subnet_pool else []
+    public = [a for a in blocked[len(pool) :] if ipaddress.ip_network(a).is_global]
+    return pool + public
+
+
 def want(
     *,
     name: str,
@@ -344,10 +400,18 @@ def want(
     env: Mapping[str, str] | None = None,
     host_addresses: Sequence[str] = (),
     subnet_pool: str = "",
+    proxy_image_id: str = "",
+    proxy_code: str = "",
+    trusted_ca: str = "",
+    trusted_ca_digest: str = "",
 ) -> Want:
     """The wanted bottle. ``agent`` holds the agent's non-secret settings (image id,
     entrypoint and cmd as resolved, user, workdir, cpus, memory_mib, capabilities,
-    mounts, labels); ``env`` its environment (secret)."""
+    mounts, labels); ``env`` its environment (secret). ``host_addresses`` are the
+    host's own addresses and ``subnet_pool`` the bottle networks' pool.
+    ``proxy_code`` is the host directory holding the proxy's code (named after its
+    digest); ``trusted_ca`` a host CA file the proxy verifies origins against
+    instead of the public roots (``trusted_ca_digest``: its content's hash)."""
     if state not in STATES:
         raise PlanError(f"state {state!r} is not one of {', '.join(STATES)}")
     names = Names(name)
@@ -355,18 +419,53 @@ def want(
         return Want(names, state)
     addresses = bottle_addresses(subnet)
     directory = f"{state_dir}/{name}"
+    proxy = f"{addresses['proxy']}:{PROXY_PORT}"
+    blocked = blocked_destinations(host_addresses, subnet_pool)
     rules = render_firewall(
         policy,
         addresses["resolver"],
         addresses["gateway"],
-        host_addresses=blocked_destinations(host_addresses, subnet_pool),
+        host_addresses=blocked if policy.cidrs else (),
+        proxy=proxy,
+    )
+    config = render_config(
+        policy,
+        addresses["resolver"],
+        refused_networks=[addresses["gateway"], *proxy_refused(policy, blocked, subnet_pool)],
+        log_file=f"{CONTAINER_LOG_DIR}/{LOG_FILE_NAME}",
     )
     files = {
         "dnsmasq.conf": dnsmasq_conf(name, policy, upstreams, addresses["resolver"]),
         "resolv.conf": resolv_conf(addresses["resolver"]),
         "rules.ipv4": rules["ipv4"],
         "rules.ipv6": rules["ipv6"],
+        "egress.json": dumps_config(config),
     }
+    proxy_create = {
+        "image_id": proxy_image_id,
+        "command": proxy_command(CONTAINER_TRUSTED_CA if trusted_ca else None),
+        "code": proxy_code,
+        "trusted_ca": trusted_ca,
+    }
+    proxy_spec = digest(
+        {
+            **proxy_create,
+            "trusted_ca_digest": trusted_ca_digest,
+            "config": file_digest(files["egress.json"]),
+            "ip": addresses["proxy"],
+            "resolver": addresses["resolver"],
+            "egress": egress_network,
+            "dir": directory,
+        }
+    )
+    manifest_env = {str(k): str(v) for k, v in (env or {}).items()}
+    reserved = sorted(set(manifest_env) & set(PROXY_ENV_NAMES))
+    if reserved:
+        raise PlanError(
+            f"env sets {', '.join(reserved)}, which bot-bottle sets itself to send the agent "
+            "through its egress proxy; remove them from the manifest's env"
+        )
+    agent_env = {**manifest_env, **agent_proxy_env(addresses["proxy"])}
     resolver_spec = digest(
         {
             "image": netutils_image_id,
@@ -386,7 +485,9 @@ def want(
         }
     )
     settings = dict(agent or {})
-    agent_spec = digest({"agent": settings, "guard": guard_binary, "dir": directory})
+    agent_spec = digest(
+        {"agent": settings, "guard": guard_binary, "dir": directory, "proxy": proxy}
+    )
     return Want(
         names=names,
         state=state,
@@ -398,7 +499,9 @@ def want(
         resolver_spec=resolver_spec,
         holder_spec=holder_spec,
         agent_spec=agent_spec,
-        agent_env=tuple(sorted((str(k), str(v)) for k, v in (env or {}).items())),
+        proxy_spec=proxy_spec,
+        proxy_create=proxy_create,
+        agent_env=tuple(sorted(agent_env.items())),
         agent_create=settings,
         agent_hardening=agent_hardening(names, directory, guard_binary, settings),
     )
@@ -434,13 +537,15 @@ def describe(seen: Seen) -> dict[str, Any]:
         "holder": _container_state(seen.holder),
         "rules": seen.rules_stamp or "not loaded",
         "sealed": seen.sealed,
+        "proxy": _container_state(seen.proxy),
+        "ca": seen.ca or "absent",
         "agent": _container_state(agent),
         "agent_env": sorted(k for k, _ in agent.env) if agent else [],
         "files": dict(sorted(seen.files.items())),
     }
 
 
-def _after(want_: Want, agent_state: str) -> dict[str, Any]:
+def _after(want_: Want, agent_state: str, ca: str = "absent") -> dict[str, Any]:
     if want_.state == "absent":
         return {
             "network": "absent",
@@ -448,6 +553,8 @@ def _after(want_: Want, agent_state: str) -> dict[str, Any]:
             "holder": "absent",
             "rules": "not loaded",
             "sealed": False,
+            "proxy": "absent",
+            "ca": "absent",
             "agent": "absent",
             "agent_env": [],
             "files": {},
@@ -458,6 +565,8 @@ def _after(want_: Want, agent_state: str) -> dict[str, Any]:
         "holder": "running",
         "rules": want_.stamp,
         "sealed": True,
+        "proxy": "running",
+        "ca": ca,
         "agent": agent_state,
         "agent_env": sorted(k for k, _ in want_.agent_env),
         "files": {k: file_digest(v) for k, v in sorted(want_.files.items())},
@@ -468,25 +577,27 @@ def _plan_absent(seen: Seen) -> tuple[list[str], list[str]]:
     actions = []
     if seen.agent is not None:
         actions.append("remove_agent")
+    if seen.proxy is not None:
+        actions.append("remove_proxy")
     if seen.holder is not None:
         actions.append("remove_holder")
     if seen.resolver is not None:
         actions.append("remove_resolver")
     if seen.network_subnet is not None:
         actions.append("remove_network")
-    if seen.files:
+    if seen.files or seen.ca:
         actions.append("remove_files")
     return actions, (["state"] if actions else [])
 
 
 def _plan_infrastructure(seen: Seen, want_: Want) -> tuple[list[str], list[str], bool]:
     """Files, network, resolver, holder and rules. Returns (actions, fields, new namespace)."""
-    actions: list[str] = []
-    fields: list[str] = []
     changed_files = sorted(k for k, v in want_.files.items() if seen.files.get(k) != file_digest(v))
-    if changed_files:
-        actions.append("write_files")
-        fields += [f"file:{k}" for k in changed_files]
+    actions = ["write_files"] if changed_files else []
+    fields = [f"file:{k}" for k in changed_files]
+    if not seen.ca:
+        actions.append("make_ca")
+        fields.append("ca")
     network_new = seen.network_subnet != want_.subnet
     if network_new:
         if seen.network_subnet is not None:
@@ -524,11 +635,26 @@ def _plan_infrastructure(seen: Seen, want_: Want) -> tuple[list[str], list[str],
         if seen.rules_stamp != want_.stamp or not seen.sealed:
             actions += ["load_rules", "check_rules"]
             fields.append("rules")
-    return actions, fields, new_namespace
+    proxy_actions, proxy_fields = _plan_proxy(seen, want_, network_new)
+    return actions + proxy_actions, fields + proxy_fields, new_namespace
+
+
+def _plan_proxy(seen: Seen, want_: Want, network_new: bool) -> tuple[list[str], list[str]]:
+    """The proxy reads its configuration and CA once, when it starts: a change re-makes it."""
+    proxy = None if network_new else seen.proxy
+    if proxy is None or proxy.spec != want_.proxy_spec or not seen.ca or proxy.ca != seen.ca:
+        return (["remove_proxy"] if proxy is not None else []) + [
+            "create_proxy",
+            "wait_proxy",
+        ], ["proxy"]
+    if not proxy.running:
+        return ["start_proxy", "wait_proxy"], ["proxy_state"]
+    return [], []
 
 
 _REMOVALS = (
     ("remove_agent", "agent"),
+    ("remove_proxy", "proxy"),
     ("remove_holder", "holder"),
     ("remove_resolver", "resolver"),
 )
@@ -545,18 +671,24 @@ def _plan_agent(
         want_.state == "present" and agent is not None and agent.running
     )
     hardened = agent is not None and dict(agent.hardening) == dict(want_.agent_hardening)
+    trusted = agent is not None and bool(seen.ca) and agent.ca == seen.ca
     if (
         agent is None
         or agent.spec != want_.agent_spec
         or agent.env != want_.agent_env
         or not hardened
+        or not trusted
     ):
         if agent is not None:
             actions.append("remove_agent")
             if not hardened:
                 fields.append("agent_hardening")
+            elif agent.spec != want_.agent_spec:
+                fields.append("agent")
+            elif agent.env != want_.agent_env:
+                fields.append("agent_env")
             else:
-                fields.append("agent_env" if agent.spec == want_.agent_spec else "agent")
+                fields.append("agent_ca")
         else:
             fields.append("agent")
         actions.append("create_agent")
@@ -584,6 +716,8 @@ def _stopped(status: str) -> str:
 def plan(seen: Seen, want_: Want) -> Plan:
     """What to do to make ``seen`` into ``want_``, in order."""
     before = describe(seen)
+    # a CA made by this run gets its fingerprint then; the diff says so
+    ca = seen.ca or "new"
     if want_.state == "absent":
         actions, fields = _plan_absent(seen)
         return Plan(tuple(actions), tuple(fields), before, _after(want_, "absent"))
@@ -598,7 +732,7 @@ def plan(seen: Seen, want_: Want) -> Plan:
             agent_actions[agent_actions.index("restart_agent")] = "start_agent"
     actions += agent_actions
     fields += agent_fields
-    return Plan(tuple(actions), tuple(fields), before, _after(want_, agent_state))
+    return Plan(tuple(actions), tuple(fields), before, _after(want_, agent_state, ca))
 
 
 def parse_rules_dump(text: str, stamp: str) -> tuple[str, bool]:
@@ -639,11 +773,14 @@ __all__ = [
     "Seen",
     "Want",
     "agent_argv",
+    "agent_ca_mounts",
+    "ca_dir",
     "describe",
     "digest",
     "file_digest",
     "firewall_stamp",
     "parse_rules_dump",
     "plan",
+    "proxy_refused",
     "want",
 ]

@@ -15,6 +15,7 @@ import io
 import ipaddress
 import os
 import shutil
+import socket
 import tarfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,9 +39,23 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle im
     Names,
     Seen,
     Want,
+    agent_ca_mounts,
+    ca_dir,
     file_digest,
     hardening,
     parse_rules_dump,
+)
+from ansible_collections.botbottle.bottle.plugins.module_utils._egress import (
+    CONTAINER_CODE_ROOT,
+    CONTAINER_CONFDIR,
+    CONTAINER_CONFIG,
+    CONTAINER_LOG_DIR,
+    CONTAINER_TRUSTED_CA,
+    PROXY_PORT,
+    PROXY_UID,
+    ensure_ca,
+    proxy_code_files,
+    read_ca,
 )
 
 try:
@@ -57,7 +72,9 @@ except ImportError as _exc:  # pragma: no cover - depends on the managed host
 
 #: The label that lists which environment names bot-bottle set on the agent.
 ENV_LABEL = "botbottle.env"
-_FILES = ("dnsmasq.conf", "resolv.conf", "rules.ipv4", "rules.ipv6")
+#: The label that carries the fingerprint of the bottle CA an agent or proxy was made with.
+CA_LABEL = "botbottle.ca"
+_FILES = ("dnsmasq.conf", "resolv.conf", "rules.ipv4", "rules.ipv6", "egress.json")
 _HOLDER_CAPS = ["NET_ADMIN", "SETUID", "SETGID"]  # only its start script and docker exec use them
 _RESOLVER_CAPS = ["NET_BIND_SERVICE", "SETGID", "SETUID"]
 
@@ -133,6 +150,7 @@ def _container_seen(
         netns=_netns(pid) if status == "running" else "",
         env=env,
         hardening=hardening(info.get("HostConfig") or {}, containers) if env_names else {},
+        ca=str(labels.get(CA_LABEL, "")),
     )
 
 
@@ -194,10 +212,49 @@ def read(client: Any, names: Names, directory: str, stamp: str = "") -> Seen:
         resolver=_container_seen(_inspect(client, names.resolver)),
         holder=holder,
         agent=_container_seen(_inspect(client, names.agent), env_names=True, containers=ids),
+        proxy=_container_seen(_inspect(client, names.proxy)),
+        ca=_ca_fingerprint(directory),
         rules_stamp=rules_stamp,
         sealed=sealed,
         files=read_files(directory),
     )
+
+
+def _ca_fingerprint(directory: str) -> str:
+    try:
+        state = read_ca(ca_dir(directory))
+    except (OSError, ValueError):
+        return ""
+    return state.fingerprint if state is not None else ""
+
+
+def proxy_code_dir(tools_dir: str) -> tuple[str, dict[str, str]]:
+    """Where the proxy's code goes (named after its digest) and the files to write there."""
+    files = proxy_code_files()
+    name = file_digest("".join(f"{k}\0{v}\0" for k, v in sorted(files.items())))[:16]
+    return os.path.join(tools_dir, "egress-" + name), files
+
+
+def ensure_proxy_code(path: str, files: Mapping[str, str]) -> None:
+    """Write the proxy's code below ``path`` once (read-only files, written aside then renamed)."""
+    if os.path.isdir(path):
+        return
+    temporary = f"{path}.tmp.{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    for relative, source in files.items():
+        target = os.path.join(temporary, relative)
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        with open(target, "w", encoding="utf-8") as handle:
+            handle.write(source)
+        os.chmod(target, 0o644)
+    for root, _dirs, _files in os.walk(temporary):
+        os.chmod(root, 0o755)
+    try:
+        os.rename(temporary, path)
+    except OSError:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if not os.path.isdir(path):
+            raise
 
 
 def image_info(client: Any, ref: str, what: str) -> dict[str, Any]:
@@ -288,7 +345,9 @@ class Engine:
         netutils_image: str,
         egress_network: str,
         guard: str,
+        proxy_image: str = "",
         resolver_wait: float = 30.0,
+        proxy_wait: float = 30.0,
         rules_wait: float = 10.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -299,7 +358,9 @@ class Engine:
         self.netutils_image = netutils_image
         self.egress_network = egress_network
         self.guard = guard
+        self.proxy_image = proxy_image
         self.resolver_wait = resolver_wait
+        self.proxy_wait = proxy_wait
         self.rules_wait = rules_wait
         self.sleep = sleep
         self.done: list[str] = []
@@ -362,6 +423,10 @@ class Engine:
     def _write_files(self) -> None:
         os.makedirs(os.path.join(self.directory, "log"), mode=0o755, exist_ok=True)
         os.chmod(self.directory, 0o755)
+        # the proxy (its own user) writes its decisions here; the audit reads them
+        egress_log = os.path.join(self.directory, "log", "egress")
+        os.makedirs(egress_log, mode=0o755, exist_ok=True)
+        os.chown(egress_log, PROXY_UID, PROXY_UID)
         for name, content in self.want.files.items():
             path = os.path.join(self.directory, name)
             temporary = path + ".tmp"
@@ -513,6 +578,92 @@ class Engine:
                 )
             self.sleep(0.05)
 
+    def _make_ca(self) -> None:
+        ensure_ca(
+            ca_dir(self.directory),
+            f"bot-bottle {self.names.bottle} CA",
+            owner=(PROXY_UID, PROXY_UID),
+        )
+
+    def _ca(self) -> str:
+        fingerprint = _ca_fingerprint(self.directory)
+        if not fingerprint:
+            raise EngineError(f"the bottle's CA in {ca_dir(self.directory)} is missing or broken")
+        return fingerprint
+
+    def _create_proxy(self) -> None:
+        spec = self.want.proxy_create
+        code_dir = str(spec["code"])
+        _, files = proxy_code_dir(os.path.dirname(code_dir))
+        ensure_proxy_code(code_dir, files)
+        mounts = [
+            Mount(CONTAINER_CODE_ROOT, code_dir, type="bind", read_only=True),
+            Mount(
+                CONTAINER_CONFIG,
+                os.path.join(self.directory, "egress.json"),
+                type="bind",
+                read_only=True,
+            ),
+            Mount(CONTAINER_CONFDIR, ca_dir(self.directory), type="bind", read_only=True),
+            Mount(CONTAINER_LOG_DIR, os.path.join(self.directory, "log", "egress"), type="bind"),
+        ]
+        if spec.get("trusted_ca"):
+            mounts.append(
+                Mount(CONTAINER_TRUSTED_CA, str(spec["trusted_ca"]), type="bind", read_only=True)
+            )
+        host_config = self.client.create_host_config(
+            network_mode=self.names.network,
+            dns=[self.want.addresses["resolver"]],
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            read_only=True,
+            tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"},
+            mounts=mounts,
+            restart_policy={"Name": "unless-stopped"},
+        )
+        created = self.client.create_container(
+            self.proxy_image,
+            command=list(spec["command"]),
+            name=self.names.proxy,
+            user=f"{PROXY_UID}:{PROXY_UID}",
+            labels={
+                **self._labels("proxy", self.want.proxy_spec),
+                CA_LABEL: self._ca(),
+            },
+            host_config=host_config,
+            networking_config=self._endpoint(self.want.addresses["proxy"]),
+            stop_timeout=2,
+            use_config_proxy=False,
+        )
+        if self.egress_network:
+            self.client.connect_container_to_network(created["Id"], self.egress_network)
+        self.client.start(created["Id"])
+
+    def _remove_proxy(self) -> None:
+        self._remove(self.names.proxy)
+
+    def _start_proxy(self) -> None:
+        self.client.start(self.names.proxy)
+
+    def _wait_proxy(self) -> None:
+        """Until the proxy accepts connections on the bottle network (polled, no fixed wait)."""
+        deadline = time.monotonic() + self.proxy_wait
+        address = (self.want.addresses["proxy"], PROXY_PORT)
+        while True:
+            if not self._running(self.names.proxy):
+                raise EngineError(f"the egress proxy exited: {self._logs(self.names.proxy)}")
+            try:
+                socket.create_connection(address, timeout=1).close()
+                return
+            except OSError as exc:
+                last = str(exc)
+            if time.monotonic() > deadline:
+                raise EngineError(
+                    f"the egress proxy did not listen within {self.proxy_wait:g} s ({last}): "
+                    f"{self._logs(self.names.proxy)}"
+                )
+            self.sleep(0.05)
+
     def _create_agent(self) -> None:
         spec = self.want.agent_create
         mounts = [
@@ -523,6 +674,10 @@ class Engine:
                 read_only=True,
             ),
             Mount(GUARD_BINARY, self.guard, type="bind", read_only=True),
+            *(
+                Mount(target, source, type="bind", read_only=True)
+                for source, target in agent_ca_mounts(self.directory)
+            ),
         ]
         for mount in spec.get("mounts") or []:
             mounts.append(
@@ -552,6 +707,7 @@ class Engine:
             **self._labels("agent", self.want.agent_spec),
             POLICY_LABEL: self.want.policy_hash,
             ENV_LABEL: ",".join(sorted(env)),
+            CA_LABEL: self._ca(),
         }
         self.client.create_container(
             spec["image"],

@@ -7,9 +7,9 @@
 Docker gives containers fixed addresses only on networks whose subnet was
 configured explicitly, so bottle networks get a subnet from a pool: the
 bottle's name picks a starting slot (stable across runs and hosts) and the
-first slot that overlaps no existing network is taken. The resolver and the
-namespace holder (whose network namespace the agent joins) take the first two
-host addresses that are not the gateway.
+first slot that overlaps no existing network is taken. The resolver, the
+namespace holder (whose network namespace the agent joins) and the egress proxy
+take the first three host addresses that are not the gateway.
 """
 
 from __future__ import annotations
@@ -21,20 +21,22 @@ from typing import Any
 
 
 def bottle_addresses(subnet: str, gateway: str | None = None) -> dict[str, Any]:
-    """Fixed addresses of a bottle network: gateway (default: the first host), resolver, holder."""
+    """Fixed addresses of a bottle network: gateway (default: the first host), resolver,
+    holder, proxy."""
     network = ipaddress.IPv4Network(subnet, strict=True)
-    first = _first_hosts(network, 3)
+    first = _first_hosts(network, 4)
     gw = ipaddress.IPv4Address(gateway) if gateway else (first[0] if first else None)
     if gw is None or gw not in network:
         raise ValueError(f"gateway {gateway} is outside subnet {subnet}")
     hosts = [address for address in first if address != gw]
-    if len(hosts) < 2:
-        raise ValueError(f"subnet {subnet} is too small for a resolver and a holder")
+    if len(hosts) < 3:
+        raise ValueError(f"subnet {subnet} is too small for a resolver, a holder and a proxy")
     return {
         "subnet": str(network),
         "gateway": str(gw),
         "resolver": str(hosts[0]),
         "holder": str(hosts[1]),
+        "proxy": str(hosts[2]),
     }
 
 

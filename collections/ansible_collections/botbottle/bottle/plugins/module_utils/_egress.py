@@ -1000,6 +1000,55 @@ CONTAINER_CONFIG = "/etc/bot-bottle/egress/config.json"
 #: Mount point of the CA directory, mitmproxy's ``confdir`` (read-only).
 CONTAINER_CONFDIR = "/etc/bot-bottle/egress/ca"
 
+#: Mount point of the CA file the proxy verifies upstream certificates against, when
+#: one is given (a private origin; the default is the image's public roots).
+CONTAINER_TRUSTED_CA = "/etc/bot-bottle/egress/upstream-ca.pem"
+#: Where the agent finds its bottle's CA certificate (never the key), and the system
+#: trust bundle path it is also mounted over: every TLS connection the agent can make
+#: goes through its proxy, which presents certificates of that CA.
+AGENT_CA_FILE = "/etc/bot-bottle/ca.pem"
+AGENT_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt",)
+#: Variables bot-bottle sets in the agent to send it through its proxy and trust its
+#: CA. A manifest's ``env`` may not set them (the schema refuses them).
+PROXY_ENV_NAMES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+    "PIP_CERT",
+)
+#: Where the proxy writes its decisions (JSON lines), inside its container.
+CONTAINER_LOG_DIR = "/var/log/bot-bottle-egress"
+LOG_FILE_NAME = "egress.jsonl"
+
+
+def agent_proxy_env(proxy_address: str, port: int = PROXY_PORT) -> dict[str, str]:
+    """The environment that sends an agent through its proxy and trusts its CA.
+
+    Both spellings of the proxy variables (curl reads only the lower-case
+    ``http_proxy``; most tools read either). ``NO_PROXY`` keeps loopback local.
+    """
+    url = f"http://{ipaddress.IPv4Address(proxy_address)}:{int(port)}"
+    no_proxy = "localhost,127.0.0.1,::1"
+    env = {}
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        env[name] = env[name.lower()] = url
+    env["NO_PROXY"] = env["no_proxy"] = no_proxy
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"):
+        env[name] = AGENT_CA_FILE
+    env["GIT_SSL_CAINFO"] = env["PIP_CERT"] = AGENT_CA_FILE
+    return dict(sorted(env.items()))
+
+
 _MODULE_UTILS = "ansible_collections/botbottle/bottle/plugins/module_utils"
 #: The addon module; ``python3 -m`` runs it as mitmdump with the addon built in.
 ADDON_MODULE = _MODULE_UTILS.replace("/", ".") + "._egress_addon"

@@ -453,17 +453,18 @@ def render_dnsmasq(policy: EgressPolicy, upstreams: Sequence[str]) -> list[str]:
 
 # Bumped whenever render_firewall's output changes for the same policy, so that bottles
 # running older rules get the new ones on the next run (their stamp no longer matches).
-_RULES_VERSION = 3
+_RULES_VERSION = 4
 
 
-def firewall_stamp(policy: EgressPolicy) -> str:
+def firewall_stamp(policy: EgressPolicy, proxy: str | None = None) -> str:
     """The comment of the no-op rule that stamps a loaded rule set with its policy hash.
 
     ``iptables-save`` shows it, so a re-run can tell "these rules are loaded" by
     looking for it in both families (each restore is one transaction: the stamp
     is there only if every rule of that family is).
     """
-    return f"bot-bottle-policy {policy.digest} rules-{_RULES_VERSION}"
+    stamp = f"bot-bottle-policy {policy.digest} rules-{_RULES_VERSION}"
+    return f"{stamp} via-{proxy}" if proxy else stamp
 
 
 def _never_reached(version: int, gateway: str | None, host_addresses: Sequence[str]) -> list[str]:
@@ -492,6 +493,8 @@ def render_firewall(
     gateway_ipv4: str | None = None,
     embedded_dns: str = "127.0.0.11",
     host_addresses: Sequence[str] = (),
+    *,
+    proxy: str | None = None,
 ) -> dict[str, str]:
     """iptables-restore and ip6tables-restore input for a Docker bottle's netns.
 
@@ -503,7 +506,8 @@ def render_firewall(
        DNATed to a random high port before the filter table sees it, so only an
        address match works);
     3. DNS (UDP and TCP 53) may reach only ``resolver_ipv4``; DNS over TLS/QUIC
-       (853) is rejected;
+       (853) is rejected; the bottle's egress proxy (``proxy``, ``IPv4:PORT``) is
+       accepted on its port only (TCP);
     4. the network gateway (the Docker host), every address in
        ``host_addresses`` (the host's own; networks too, e.g. the pool the
        bottle networks come from) and :data:`NEVER_ROUTED` (loopback,
@@ -519,7 +523,12 @@ def render_firewall(
     """
     resolver = str(ipaddress.IPv4Address(resolver_ipv4))
     embedded = str(ipaddress.IPv4Address(embedded_dns))
-    stamp = f'-A OUTPUT -m comment --comment "{firewall_stamp(policy)}"'
+    proxy_rules: list[str] = []
+    if proxy is not None:
+        address, _, port = proxy.rpartition(":")
+        proxy = f"{ipaddress.IPv4Address(address)}:{int(port)}"
+        proxy_rules = [f"-A OUTPUT -d {address}/32 -p tcp -m tcp --dport {int(port)} -j ACCEPT"]
+    stamp = f'-A OUTPUT -m comment --comment "{firewall_stamp(policy, proxy)}"'
     v4 = [
         f"# bot-bottle egress policy {policy.digest}",
         "*filter",
@@ -536,6 +545,7 @@ def render_firewall(
         "-A OUTPUT -p udp -m udp --dport 853 -j REJECT --reject-with icmp-port-unreachable",
         f"-A OUTPUT -d {resolver}/32 -p udp -m udp --dport 53 -j ACCEPT",
         f"-A OUTPUT -d {resolver}/32 -p tcp -m tcp --dport 53 -j ACCEPT",
+        *proxy_rules,
     ]
     for net in _never_reached(4, gateway_ipv4, host_addresses):
         v4 += _reject(net, "icmp-port-unreachable")
@@ -572,5 +582,5 @@ def render_firewall(
     return {
         "ipv4": "\n".join(v4) + "\n",
         "ipv6": "\n".join(v6) + "\n",
-        "stamp": firewall_stamp(policy),
+        "stamp": firewall_stamp(policy, proxy),
     }

@@ -17,6 +17,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle im
     PlanError,
     Want,
     agent_argv,
+    file_digest,
     plan,
     want,
 )
@@ -28,6 +29,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._docker_engine im
     host_addresses,
     image_info,
     network_subnet,
+    proxy_code_dir,
     read,
     used_subnets,
 )
@@ -58,19 +60,28 @@ description:
   - Fails closed. If any step fails the agent is stopped (or never started), and the agent is
     started only after the rules were loaded and read back.
   - A changed allowlist restarts the resolver and reloads the rules; the agent keeps running.
+  - Every bottle has an egress proxy (mitmproxy with bot-bottle's addon, nothing else), on
+    the bottle network and the egress network, which is the agent's only way out; its rules
+    accept the proxy's port, the resolver and C(cidr) routes, nothing else. The agent gets
+    C(HTTP_PROXY), C(HTTPS_PROXY), C(ALL_PROXY), C(NO_PROXY) (both cases), the bottle CA's
+    certificate at C(/etc/bot-bottle/ca.pem) and over C(/etc/ssl/certs/ca-certificates.crt),
+    and C(SSL_CERT_FILE), C(REQUESTS_CA_BUNDLE), C(CURL_CA_BUNDLE), C(NODE_EXTRA_CA_CERTS),
+    C(GIT_SSL_CAINFO), C(PIP_CERT) pointing at it. Each bottle has its own CA, made once
+    with C(openssl) on the host; its key stays in the state directory and the proxy.
   - Talks to the Docker Engine through the Docker SDK for Python over its socket.
 options:
   name:
     description:
       - Bottle name; its objects are called C(bottle-<name>) (agent and network),
-        C(bottle-<name>-net) (holder) and C(bottle-<name>-resolver).
+        C(bottle-<name>-net) (holder), C(bottle-<name>-resolver) and C(bottle-<name>-proxy).
     type: str
     required: true
   state:
     description:
       - C(started) runs the agent; C(stopped) keeps the bottle with its agent stopped (created
         if missing); C(present) creates what is missing and leaves the agent's run state as it
-        is; C(absent) removes the containers, the network and the state directory.
+        is; C(absent) removes the containers, the network and the state directory (with the
+        bottle's CA).
     type: str
     choices: [absent, present, stopped, started]
     default: started
@@ -85,9 +96,25 @@ options:
     elements: str
     default: []
   egress_network:
-    description: Docker network through which the resolver reaches its upstreams.
+    description: Docker network through which the resolver and the proxy reach the outside.
     type: str
     default: ""
+  proxy_image:
+    description:
+      - The local egress proxy image, built by this project's C(egress_proxy_image) role
+        (C(bot-bottle/egress-proxy:latest)). Required unless O(state=absent).
+    type: str
+  egress_trusted_ca:
+    description:
+      - A CA file (PEM) on the host that the proxy verifies origins' certificates against
+        instead of the public roots, for origins with a private CA (the demo's stand-in, a
+        company's internal services). Empty for the public roots.
+    type: path
+    default: ""
+  proxy_wait_seconds:
+    description: How long to wait for a (re)started proxy to listen; polled, never slept out.
+    type: int
+    default: 30
   netutils_image:
     description:
       - The local image the resolver and the holder run (dnsmasq, iptables, iproute2,
@@ -188,6 +215,7 @@ EXAMPLES = r"""
     upstream_dns: [192.0.2.53]
     egress_network: bottle-egress
     netutils_image: bot-bottle/netutils:latest
+    proxy_image: bot-bottle/egress-proxy:latest
     image: bot-bottle/netutils:latest
     command: [sleep, infinity]
   no_log: false
@@ -204,8 +232,8 @@ actions:
   type: list
   elements: str
   returned: always
-  sample: [write_files, create_network, create_resolver, wait_resolver, create_holder,
-           check_rules, create_agent, start_agent]
+  sample: [write_files, make_ca, create_network, create_resolver, wait_resolver,
+           create_holder, check_rules, create_proxy, wait_proxy, create_agent, start_agent]
 changed_fields:
   description: >-
     Which parts differed (C(file:rules.ipv4), C(rules), C(agent_namespace), C(agent_env), ...).
@@ -226,6 +254,9 @@ def _argument_spec() -> dict[str, Any]:
         "policy": {"type": "dict"},
         "upstream_dns": {"type": "list", "elements": "str", "default": []},
         "egress_network": {"type": "str", "default": ""},
+        "proxy_image": {"type": "str"},
+        "egress_trusted_ca": {"type": "path", "default": ""},
+        "proxy_wait_seconds": {"type": "int", "default": 30},
         "netutils_image": {"type": "str"},
         "image": {"type": "str"},
         "command": {"type": "list", "elements": "str"},
@@ -278,7 +309,7 @@ def _want(module: AnsibleModule, client: Any) -> tuple[Want, str]:
     name = params["name"]
     if params["state"] == "absent":
         return want(name=name, state="absent", policy=policy_from_dict({})), ""
-    for required in ("policy", "netutils_image", "image"):
+    for required in ("policy", "netutils_image", "image", "proxy_image"):
         if not params[required]:
             module.fail_json(msg=f"bottle {name}: {required} is required unless state=absent")
     try:
@@ -294,6 +325,19 @@ def _want(module: AnsibleModule, client: Any) -> tuple[Want, str]:
         )
     netutils = image_info(client, params["netutils_image"], "netutils")
     agent_image = image_info(client, params["image"], "agent")
+    proxy_image = image_info(client, params["proxy_image"], "egress proxy")
+    code_dir, _ = proxy_code_dir(os.path.join(params["state_dir"], ".tools"))
+    trusted_ca, trusted_digest = params["egress_trusted_ca"], ""
+    if trusted_ca:
+        try:
+            with open(trusted_ca, encoding="ascii") as handle:
+                trusted_digest = file_digest(handle.read())
+        except (OSError, UnicodeDecodeError) as exc:
+            module.fail_json(
+                msg=f"bottle {name}: egress_trusted_ca {trusted_ca} cannot be read ({exc}); "
+                "give a PEM file on this host, or leave it empty for the public roots"
+            )
+        trusted_ca = os.path.realpath(trusted_ca)
     entrypoint, cmd = agent_argv(agent_image["entrypoint"], agent_image["cmd"], params["command"])
     guard = ensure_guard(
         client,
@@ -326,8 +370,12 @@ def _want(module: AnsibleModule, client: Any) -> tuple[Want, str]:
         state_dir=params["state_dir"],
         agent=agent,
         env={str(k): str(v) for k, v in params["env"].items()},
-        host_addresses=host_addresses() if policy.cidrs else (),
-        subnet_pool=params["subnet_pool"] if policy.cidrs else "",
+        host_addresses=host_addresses(),
+        subnet_pool=params["subnet_pool"],
+        proxy_image_id=proxy_image["id"],
+        proxy_code=code_dir,
+        trusted_ca=trusted_ca,
+        trusted_ca_digest=trusted_digest,
     )
     return wanted, guard
 
@@ -351,6 +399,7 @@ def run(module: AnsibleModule) -> None:
                 "agent": wanted.names.agent,
                 "holder": wanted.names.holder,
                 "resolver": wanted.names.resolver,
+                "proxy": wanted.names.proxy,
                 "network": wanted.names.network,
             },
             "subnet": wanted.subnet,
@@ -367,7 +416,9 @@ def run(module: AnsibleModule) -> None:
         netutils_image=params["netutils_image"] or "",
         egress_network=params["egress_network"],
         guard=guard,
+        proxy_image=params["proxy_image"] or "",
         resolver_wait=float(params["resolver_wait_seconds"]),
+        proxy_wait=float(params["proxy_wait_seconds"]),
     )
     engine.run(todo.actions)
     module.exit_json(**result)

@@ -33,7 +33,7 @@ version_added: 0.2.0
 author: bot-bottle contributors
 description:
   - Lists every bottle M(botbottle.bottle.docker_bottle) made on this host (containers labelled
-    C(botbottle.managed-by=bot-bottle)), with the state of its agent, holder and resolver, and
+    C(botbottle.managed-by=bot-bottle)), with the state of its agent, holder, resolver and proxy, and
     the rules actually loaded in its namespace (their policy stamp and the seal).
   - Never returns a container's environment, so no secret reaches a result or a run's artifacts.
   - When Docker does not answer, the module does not fail; it returns C(available=false) and
@@ -78,6 +78,7 @@ bottles:
     state: {description: "The agent's status (running, exited, ...), or absent.", type: str}
     holder: {description: The namespace holder's status, or absent., type: str}
     resolver: {description: The resolver's status, or absent., type: str}
+    proxy: {description: The egress proxy's status, or absent., type: str}
     rules: {description: The stamp of the rules loaded in the namespace, or empty., type: str}
     policy: {description: The policy hash those rules enforce, or empty., type: str}
     sealed: {description: Whether the namespace carries the seal the agent waits for., type: bool}
@@ -100,6 +101,7 @@ def _bottles(client: Any, only: list[str] | None) -> list[dict[str, Any]]:
                 "state": "absent",
                 "holder": "absent",
                 "resolver": "absent",
+                "proxy": "absent",
                 "rules": "",
                 "policy": "",
                 "sealed": False,
@@ -108,7 +110,7 @@ def _bottles(client: Any, only: list[str] | None) -> list[dict[str, Any]]:
         status = str(container.get("State") or "unknown")
         if component == "agent":
             entry["state"] = status
-        elif component in ("holder", "resolver"):
+        elif component in ("holder", "resolver", "proxy"):
             entry[component] = status
         if component == "holder" and status == "running":
             try:
