@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         ("down", "remove every host's bottles"),
         ("status", "show which bottles run where"),
         ("verify", "prove every running bottle sealed (the sandbox-escape suite)"),
-        ("audit", "show a bottle's refused DNS queries, flagging encoded-looking names"),
+        ("audit", "show a bottle's refused DNS queries and egress proxy log, by source"),
     ):
         command = sub.add_parser(name, help=text)
         if name == "audit":
@@ -476,8 +476,11 @@ def _audit_report(stats: dict[str, Any], args: argparse.Namespace, out: TextIO, 
         for line in report.audit_lines(rows):
             print(line, file=out)
         flagged = sum(1 for r in rows if r.get("flags"))
+        proxy = sum(1 for r in rows if r.get("source") == "egress-proxy")
+        dns = len(rows) - proxy
         print(
-            f"{len(rows)} refused quer{'y' if len(rows) == 1 else 'ies'}, {flagged} flagged",
+            f"{dns} refused DNS quer{'y' if dns == 1 else 'ies'}, {proxy} egress proxy "
+            f"entr{'y' if proxy == 1 else 'ies'}, {flagged} flagged",
             file=out,
         )
     return code

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ansible_collections.botbottle.bottle.plugins.module_utils._audit import since_cutoff
+from ansible_collections.botbottle.bottle.plugins.module_utils._audit import (
+    describe,
+    since_cutoff,
+)
 
 __all__ = ["audit_lines", "audit_rows", "since_cutoff", "verify_lines", "verify_outcome"]
 
@@ -59,13 +62,17 @@ def audit_rows(entries: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[dict[
 
 
 def audit_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The audit table; ``!`` marks names that look like encoded data."""
-    lines = [f"  {'TIME':<20} {'HOST':<16} {'TYPE':<6} {'VERDICT':<10} {'FLAGS':<28} NAME"]
+    """The audit table; ``!`` marks names that look like encoded data. SOURCE says who
+    decided (``dnsmasq``, ``smolvm``, ``egress-proxy``); a proxy row's NAME is the host
+    and the path (its query redacted)."""
+    lines = [
+        f"  {'TIME':<20} {'HOST':<16} {'SOURCE':<12} {'TYPE':<7} {'VERDICT':<16} {'FLAGS':<28} NAME"
+    ]
     for row in rows:
         flags = ",".join(row.get("flags") or []) or "-"
         mark = "!" if row.get("flags") else " "
         lines.append(
-            f"{mark} {row.get('time', ''):<20} {row['host']:<16} {row.get('type', ''):<6} "
-            f"{row.get('verdict', ''):<10} {flags:<28} {row.get('name')}"
+            f"{mark} {row.get('time', ''):<20} {row['host']:<16} {row.get('source', ''):<12} "
+            f"{row.get('type', ''):<7} {row.get('verdict', ''):<16} {flags:<28} {describe(row)}"
         )
     return lines

@@ -643,7 +643,7 @@ def test_decisions_are_logged_with_their_rule(lab: dict[str, Any]) -> None:
     https("other.test:443")
     events = proxy_log()
     assert any(e["event"] == "start" and e["policy"] == POLICY.digest for e in events)
-    assert any(e["event"] == "connect" and e["target"] == "api.allowed.test:443" for e in events)
+    assert any(e["event"] == "connect" and e["host"] == "api.allowed.test:443" for e in events)
     assert any(
         e["event"] == "refused"
         and e["rule"] == "host-not-in-routes"

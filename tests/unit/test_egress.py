@@ -345,7 +345,7 @@ def test_config_round_trips_and_is_canonical(tmp_path: Path) -> None:
     ("change", "words"),
     [
         ({"extra": 1}, "unknown keys ['extra']"),
-        ({"format": 2}, "format: expected 1"),
+        ({"format": 1}, "format: expected 2"),
         ({"policy": None}, "policy: expected the compiled policy"),
         (
             {"policy": {**POLICY.to_dict(), "exact_hosts": ["evil.test"]}},

@@ -84,14 +84,21 @@ class Flow:
         hosts: Sequence[str] = (),
         scheme: str = "https",
         http2: bool = False,
+        method: str = "GET",
+        path: str = "/",
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.client_conn = types.SimpleNamespace(id=client)
+        fields = [(b"Host", h.encode()) for h in hosts]
+        fields += [(k.encode(), v.encode()) for k, v in headers]
         self.request = types.SimpleNamespace(
             data=types.SimpleNamespace(authority=authority.encode(), host=host, port=port),
-            headers=types.SimpleNamespace(fields=[(b"Host", h.encode()) for h in hosts]),
+            headers=types.SimpleNamespace(fields=fields),
             is_http2=http2,
             scheme=scheme,
-            method="GET",
+            method=method,
+            path=path,
+            http_version="HTTP/2.0" if http2 else "HTTP/1.1",
         )
         self.metadata: dict[str, Any] = {}
         self.response: Response | None = None
@@ -368,6 +375,7 @@ def test_configure_loads_the_file_or_stops_the_proxy(
     assert log(addon)[0] == {
         "event": "start",
         "policy": POLICY.digest,
+        "source": "egress-proxy",
         "time": log(addon)[0]["time"],
     }
     path.write_text("{}")

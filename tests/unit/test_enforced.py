@@ -104,9 +104,9 @@ EXPECTED = {
     "egress.routes[].host": (True, True),
     "egress.routes[].cidr": (True, True),
     "egress.routes[].wide": (True, True),
-    "egress.log": (False, False),
+    "egress.log": (False, True),
     "egress.routes[].auth": (False, False),
-    "egress.routes[].matches": (False, False),
+    "egress.routes[].matches": (False, True),
     "egress.routes[].dlp": (False, False),
     "git-gate": (False, False),
     "agent_provider": (False, False),
@@ -177,16 +177,17 @@ def test_each_key_is_refused_exactly_where_it_is_not_enforced(key: str, backend:
         assert "issue 14" in item.fix
 
 
-def test_log_zero_is_off_and_honest_levels_one_and_two_are_refused() -> None:
+def test_log_zero_is_off_and_levels_one_and_two_are_refused_without_a_proxy() -> None:
     assert unenforced({"egress": {"log": 0}}, AUTO) == []
     for level in (1, 2):
+        assert unenforced({"egress": {"log": level}}, DOCKER) == []  # its egress proxy logs
         [item] = unenforced({"egress": {"log": level}}, AUTO)
-        assert item.backends == BACKENDS
+        assert item.backends == (SMOLMACHINES,)
         assert f"'egress.log: {level}'" in item.message()
         assert item.fix == PROXY_FIX
 
 
-def test_the_matches_of_the_issue_are_refused_on_every_backend() -> None:
+def test_the_matches_of_the_issue_are_refused_where_there_is_no_proxy() -> None:
     manifest = {
         "egress": {
             "routes": [
@@ -198,8 +199,10 @@ def test_the_matches_of_the_issue_are_refused_on_every_backend() -> None:
             ]
         }
     }
-    for backend in (SMOLMACHINES, DOCKER, AUTO):
+    assert unenforced(manifest, DOCKER) == []  # the docker backend's egress proxy matches
+    for backend in (SMOLMACHINES, AUTO):
         [item] = unenforced(manifest, backend)
+        assert item.backends == (SMOLMACHINES,)
         assert item.path == "$.egress.routes[1].matches"
         assert (item.route, item.host) == (1, "api.github.com")
         assert "may use any path, method and header" in item.message()

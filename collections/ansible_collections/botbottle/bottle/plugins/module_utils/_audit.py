@@ -1,16 +1,24 @@
-"""Per-bottle audit of refused DNS queries: parsing, flagging, retention.
+"""Per-bottle audit of refused DNS queries and egress proxy decisions: parsing,
+flagging, retention.
 
 Pure functions. Sources: the Docker example's dnsmasq query log (``log-queries=extra``:
 ``<serial> <client>/<port> query[TYPE] NAME from ...`` followed by
-``<serial> <client>/<port> config NAME is NXDOMAIN``) and smolvm's egress denials
-(``smolvm machine egress-events --json``). Both become the same record, one JSON
-object per line in the bottle's audit file::
+``<serial> <client>/<port> config NAME is NXDOMAIN``), smolvm's egress denials
+(``smolvm machine egress-events --json``) and the Docker backend's egress proxy log
+(JSON lines, :func:`parse_egress`). All become the same record, one JSON object per
+line in the bottle's audit file, marked by ``source``::
 
     {"time": "2026-11-28T13:16:55Z", "bottle": "web", "name": "...", "type": "TXT",
      "verdict": "NXDOMAIN", "source": "dnsmasq", "flags": ["base32", "long-label"]}
+    {"time": "2026-11-28T13:17:02Z", "bottle": "web", "name": "api.example.com",
+     "type": "POST", "verdict": "no-route-match", "source": "egress-proxy", "flags": [],
+     "event": "refused", "path": "/admin?[redacted]", "rule": "no-route-match",
+     "reason": "..."}
 
-A record holds only what the resolver saw (name, type, verdict, time): never the
-bottle's environment. Flags mark names that look like encoded data.
+A record holds only what the resolver or the proxy saw (name, type, verdict, time;
+for the proxy also the path with its query redacted, the rule and its reason, the
+status): never the bottle's environment, a header value or a body. Flags mark names
+that look like encoded data.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ class Refusal:
     qtype: str
     verdict: str
     source: str
+    #: further fields of the record (the egress proxy's path, rule, reason, status)
+    detail: tuple[tuple[str, Any], ...] = ()
 
 
 def _iso(moment: datetime) -> str:
@@ -134,6 +144,86 @@ def parse_smolvm_events(events: Iterable[Mapping[str, Any]]) -> list[Refusal]:
     return refusals
 
 
+EGRESS_SOURCE = "egress-proxy"
+#: Fields of a proxy log line the audit keeps (besides host, method and time).
+_EGRESS_DETAIL = ("event", "path", "rule", "reason", "status", "route")
+#: The record's ``type`` for proxy events that are not an HTTP request.
+_EGRESS_TYPES = {
+    "connect": "CONNECT",
+    "websocket_start": "WS",
+    "websocket_message": "WS",
+    "websocket_end": "WS",
+}
+_HOOK_TYPES = {
+    "http_connect": "CONNECT",
+    "tls_clienthello": "TLS",
+    "tls_start_client": "TLS",
+    "tls_start_server": "TLS",
+    "server_connect": "TCP",
+    "tcp_start": "TCP",
+    "tcp_message": "TCP",
+    "udp_start": "UDP",
+    "dns_request": "DNS",
+}
+
+
+def _host_of(target: Any) -> str:
+    """``host:port`` or ``[v6]:port`` as written by the proxy -> the host."""
+    text = str(target or "?")
+    if text.startswith("["):
+        return text[1:].partition("]")[0]
+    if text.count(":") == 1:
+        text = text.partition(":")[0]
+    return text.lower()
+
+
+def _egress_verdict(event: str, line: Mapping[str, Any]) -> str:
+    if event == "refused":
+        return str(line.get("rule") or "refused")
+    if event == "error":
+        return "internal-error"
+    if event == "response":
+        return str(line.get("status", "?"))
+    if event == "request":
+        return "forwarded"
+    if event == "connect":
+        return "tunnel"
+    return event
+
+
+def parse_egress(lines: Iterable[str]) -> list[Refusal]:
+    """Records from the egress proxy's JSON-lines log (what ``egress.log`` asked it to
+    write: refusals and errors at 1, requests and responses too at 2). ``start`` lines
+    are the proxy's own and skipped, as are lines that are not JSON objects (a torn
+    last line). Only known fields are kept; the proxy has already redacted queries and
+    secrets, and never writes header values or bodies."""
+    found = []
+    for text in lines:
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(line, dict) or line.get("source", EGRESS_SOURCE) != EGRESS_SOURCE:
+            continue
+        event = str(line.get("event") or "")
+        if not event or event == "start":
+            continue
+        qtype = line.get("method") or _EGRESS_TYPES.get(event)
+        qtype = qtype or _HOOK_TYPES.get(str(line.get("hook")), "HTTP")
+        detail = tuple((k, line[k]) for k in _EGRESS_DETAIL if line.get(k) is not None)
+        found.append(
+            Refusal(
+                _event_time(line.get("time")),
+                _host_of(line.get("host")),
+                str(qtype),
+                _egress_verdict(event, line),
+                EGRESS_SOURCE,
+                detail,
+            )
+        )
+    return found
+
+
 def _entropy(text: str) -> float:
     counts = Counter(text)
     return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
@@ -167,6 +257,7 @@ def flags(name: str) -> list[str]:
 def record(refusal: Refusal, bottle: str, probes: Iterable[str] = ()) -> dict[str, Any]:
     """The audit line for ``refusal``; names the verifier sent are marked as its own."""
     entry: dict[str, Any] = {
+        **dict(refusal.detail),
         "time": refusal.time,
         "bottle": bottle,
         "name": refusal.name,
@@ -223,6 +314,12 @@ def loads(text: str) -> list[dict[str, Any]]:
         if isinstance(value, dict):
             entries.append(value)
     return entries
+
+
+def describe(entry: Mapping[str, Any]) -> str:
+    """What an entry was about, for a table: the name, and a proxy entry's path."""
+    name = str(entry.get("name", ""))
+    return f"{name} {entry['path']}" if entry.get("path") else name
 
 
 def event_key(entry: Mapping[str, Any]) -> str:

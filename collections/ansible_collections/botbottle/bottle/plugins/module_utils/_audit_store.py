@@ -25,12 +25,13 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._audit import (
     event_key,
     loads,
     parse_dnsmasq,
+    parse_egress,
     record,
     retain,
 )
 
 _MAX_READ = 64 * 1024 * 1024
-Source = Callable[[Mapping[str, int]], tuple[list[Refusal], dict[str, int]]]
+Source = Callable[[Mapping[str, Any]], tuple[list[Refusal], dict[str, Any]]]
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Collected:
     added: int
     dropped: int
     probes: int = 0
-    cursor: dict[str, int] = field(default_factory=dict)
+    cursor: dict[str, Any] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -96,7 +97,7 @@ def remember_probe_names(
     _write_atomic(paths(audit_dir, bottle)[2], json.dumps((known + list(names))[-keep:]))
 
 
-def read_log_since(log_path: str, cursor: Mapping[str, int]) -> tuple[list[str], dict[str, int]]:
+def read_log_since(log_path: str, cursor: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
     """Complete lines of ``log_path`` after ``cursor``, and the new cursor. A rotated or
     truncated log (other inode, or shorter than the offset) is read from its start."""
     try:
@@ -181,8 +182,35 @@ def collect(
 def dnsmasq_source(log_path: str, now: datetime) -> Source:
     """A ``refusals_from`` for the Docker example's resolver log."""
 
-    def _read(cursor: Mapping[str, int]) -> tuple[list[Refusal], dict[str, int]]:
+    def _read(cursor: Mapping[str, Any]) -> tuple[list[Refusal], dict[str, Any]]:
         lines, new_cursor = read_log_since(log_path, cursor)
         return parse_dnsmasq(lines, now), new_cursor
+
+    return _read
+
+
+def egress_source(log_path: str) -> Source:
+    """A ``refusals_from`` for the egress proxy's JSON-lines log."""
+
+    def _read(cursor: Mapping[str, Any]) -> tuple[list[Refusal], dict[str, Any]]:
+        lines, new_cursor = read_log_since(log_path, cursor)
+        return parse_egress(lines), new_cursor
+
+    return _read
+
+
+def with_sources(first: Source, more: Mapping[str, Source]) -> Source:
+    """One ``refusals_from`` reading ``first`` and then each of ``more``; ``first``
+    keeps the top level of the cursor (as before there were more), each of ``more``
+    its own cursor under its key."""
+
+    def _read(cursor: Mapping[str, Any]) -> tuple[list[Refusal], dict[str, Any]]:
+        refusals, new_cursor = first({k: v for k, v in cursor.items() if k not in more})
+        new_cursor = dict(new_cursor)
+        for key, source in more.items():
+            own = cursor.get(key)
+            found, new_cursor[key] = source(own if isinstance(own, Mapping) else {})
+            refusals = [*refusals, *found]
+        return refusals, new_cursor
 
     return _read

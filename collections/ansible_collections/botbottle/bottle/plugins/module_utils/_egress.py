@@ -20,6 +20,10 @@ What the proxy enforces:
 * **one identity per tunnel**: the CONNECT host, the TLS SNI
   (:func:`check_sni`) and every request's Host / ``:authority`` and absolute-form
   URL (:func:`request_target`) agree, stream by stream;
+* **a route's matches** (:func:`check_request`): the request's route is found from
+  that checked identity by the compiler (:func:`~._policy.route_for`), and when the
+  route has ``matches`` one of its entries must admit the request's method, path
+  (:func:`~._policy.request_path`: the query is never matched) and headers;
 * **resolved addresses** (:func:`choose_address`): the proxy resolves names through
   the bottle's own resolver (:func:`resolve`) and refuses answers in loopback,
   link-local, metadata, private (RFC 1918), shared (CGNAT), unique-local and the
@@ -64,6 +68,8 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     normalize_name,
     normalize_upstream,
     policy_from_dict,
+    request_path,
+    route_for,
 )
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -92,6 +98,8 @@ NOT_HTTP = "not-http"
 UNAPPROVED_CONNECTION = "unapproved-connection"
 INTERNAL_ERROR = "internal-error"
 NO_CONFIG = "no-config"
+NO_ROUTE_MATCH = "no-route-match"
+AMBIGUOUS_PATH = "ambiguous-path"
 
 
 class RefusedError(Exception):
@@ -264,7 +272,9 @@ def _first_match(address: IPAddress, networks: Sequence[tuple[IPNetwork, str]]) 
 
 # --------------------------------------------------------------------------- config
 
-CONFIG_FORMAT = 1
+#: 2: the policy carries each route's request matchers (``policy.http``), and the
+#: log level of ``policy.log`` is what the proxy writes to ``log.file``.
+CONFIG_FORMAT = 2
 _CONFIG_KEYS = ("format", "policy", "resolver", "refused_networks", "log")
 
 
@@ -393,7 +403,10 @@ def config_from_dict(data: Any) -> EgressConfig:
     if unknown:
         raise ConfigError(f"unknown keys {unknown}; the keys are {list(_CONFIG_KEYS)}")
     if data.get("format") != CONFIG_FORMAT:
-        raise ConfigError(f"format: expected {CONFIG_FORMAT}, got {data.get('format')!r}")
+        raise ConfigError(
+            f"format: expected {CONFIG_FORMAT}, got {data.get('format')!r} (a configuration "
+            "written by another version of bot-bottle; bring the bottle up again)"
+        )
     return EgressConfig(
         _config_policy(data.get("policy")),
         _config_resolver(data.get("resolver")),
@@ -585,6 +598,108 @@ def request_target(
         return tunnel
     check_destination(config, target)
     return target
+
+
+def check_request(
+    config: EgressConfig,
+    target: Authority,
+    *,
+    method: str,
+    path: str,
+    headers: Sequence[tuple[str, str]],
+) -> str | None:
+    """May this request go to ``target`` (the identity :func:`request_target` checked)?
+
+    Its route is what the compiler says for that name (:func:`~._policy.route_for`:
+    the exact host, else the deepest wildcard zone); IP literals (``cidr`` routes)
+    have no matches. A route without ``matches`` admits every request; otherwise one
+    entry must admit ``method``, ``path`` (the request target; the query is not
+    matched) and ``headers`` (name, value pairs as sent). Returns the route key (None
+    for an IP literal). Refuses 403 :data:`NO_ROUTE_MATCH` naming the route, or 400
+    :data:`AMBIGUOUS_PATH` when a route with path predicates gets a path an origin
+    could read otherwise (dot segments, encoded slashes: :func:`~._policy.request_path`).
+    """
+    if target.ip is not None:
+        return None
+    key = route_for(config.policy, target.host)
+    if key is None:  # request_target checked it; never reached
+        raise RefusedError(403, HOST_NOT_IN_ROUTES, f"host {target.host} has no route")
+    matchers = config.policy.matches_for(key)
+    if matchers is None:
+        return key
+    shown = log_target(path)
+    checked = path.split("?", 1)[0]
+    if any(m.paths for m in matchers):
+        try:
+            checked = request_path(path)
+        except ValueError as exc:
+            raise RefusedError(
+                400,
+                AMBIGUOUS_PATH,
+                f"{method} {shown} on route {key}: {exc}; the route matches paths, so the "
+                "path must be unambiguous",
+            ) from None
+    if any(m.matches(method, checked, headers) for m in matchers):
+        return key
+    raise RefusedError(
+        403,
+        NO_ROUTE_MATCH,
+        f"{method} {shown} matches no entry of the 'matches' of route {key} "
+        "(its path, method or headers are not allowed)",
+    )
+
+
+# --------------------------------------------------------------------------- log
+
+LOG_SOURCE = "egress-proxy"
+REDACTED = "[redacted]"
+QUERY_REDACTED = "?" + REDACTED
+#: Header values are never logged; these events are written at log level 1 and up,
+#: the others (``connect``, ``request``, ``response``, ``websocket_*``) at level 2.
+LOG_LEVEL_1_EVENTS = frozenset({"start", "refused", "error", "dlp"})
+
+
+def log_target(target: str) -> str:
+    """A request target as the log shows it: the path, and ``?[redacted]`` in place of
+    a query (queries carry tokens and user data; the path is what routes match)."""
+    path, _, query = target.partition("?")
+    return path + (QUERY_REDACTED if query else "")
+
+
+def redact(value: Any, secrets: Sequence[str]) -> Any:
+    """``value`` (text, or lists and mappings of it) with every occurrence of each
+    secret replaced by ``[redacted]``: removed, not hashed, so nothing in the log
+    lets a guess be confirmed. Longest secrets first (one may contain another)."""
+    if isinstance(value, str):
+        for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+            value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, Mapping):
+        return {k: redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v, secrets) for v in value]
+    return value
+
+
+def log_line(
+    log_level: int,
+    event: str,
+    fields: Mapping[str, Any],
+    *,
+    now: float,
+    secrets: Sequence[str] = (),
+) -> str | None:
+    """The JSON line the proxy writes for ``event``, or None when ``log_level`` (the
+    policy's ``egress.log``) does not ask for it: 0 writes nothing, 1 blocks, errors
+    and DLP hits (:data:`LOG_LEVEL_1_EVENTS`), 2 every request and response line too.
+    Every line carries ``source: egress-proxy`` and a UNIX ``time``; string values are
+    passed through :func:`redact`."""
+    level = 1 if event in LOG_LEVEL_1_EVENTS else 2
+    if log_level < level:
+        return None
+    entry = {**redact(dict(fields), secrets), "time": round(now, 3), "event": event}
+    entry["source"] = LOG_SOURCE
+    return json.dumps(entry, sort_keys=True, ensure_ascii=True)
 
 
 # --------------------------------------------------------------------------- DNS

@@ -15,8 +15,10 @@ and which upstream ``(address, port)`` pairs a checked request approved:
   (:func:`._egress.check_sni`); TLS without a CONNECT, or with a refused SNI, gets no
   TLS context, which closes the connection;
 * ``requestheaders``/``request``: every request (each HTTP/2 stream, each WebSocket
-  upgrade) passes :func:`._egress.request_target`, then is sent to the checked
-  address (pinning); refusals are 4xx/5xx answers naming the rule;
+  upgrade) passes :func:`._egress.request_target` and its route's matches
+  (:func:`._egress.check_request`), then is sent to the checked address (pinning);
+  refusals are 4xx/5xx answers naming the rule;
+* ``response``: logged at ``egress.log: 2`` (status line only, no body);
 * ``server_connect``: an upstream connection opens only to an address a checked
   request approved on this client connection, with that request's name as SNI;
 * ``tcp_start``/``udp_start``/``dns_request``: non-HTTP traffic is closed;
@@ -27,6 +29,12 @@ TLS context withheld, the server connection errored) and marks the client
 connection refused, so nothing passes after it: mitmproxy itself would log an addon's
 exception and carry on.
 
+Decisions are logged as JSON lines (:func:`._egress.log_line`) to the configured file
+(or standard output): nothing at ``egress.log: 0``, refusals and errors at 1, every
+request and response line at 2; queries and header values never, and the values in
+:attr:`EgressAddon.secrets` are redacted from every line. A line that cannot be
+written is reported on mitmproxy's log and does not change a decision.
+
 mitmproxy is imported only inside hooks, so the collection can import this file (to
 ship it, :func:`._egress.proxy_code_files`) where mitmproxy is not installed. Its
 objects are duck-typed here; their shape is mitmproxy 12.3.1's, pinned by the image.
@@ -35,7 +43,6 @@ objects are duck-typed here; their shape is mitmproxy 12.3.1's, pinned by the im
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import time
@@ -85,6 +92,9 @@ class EgressAddon:
     def __init__(self, resolve: Resolver = _egress.resolve, out: TextIO | None = None) -> None:
         self.config: EgressConfig | None = None
         self.clients: dict[str, ClientState] = {}
+        #: values redacted from every log line (credentials the proxy holds, the
+        #: bottle's known secrets); filled by whoever loads them
+        self.secrets: tuple[str, ...] = ()
         self._resolve = resolve
         self._out = out
 
@@ -106,7 +116,7 @@ class EgressAddon:
         except _egress.ConfigError as exc:
             _LOG.error("bot-bottle egress: %s; every request is refused", exc)
             raise exceptions.OptionsError(str(exc)) from None
-        self._record(0, "start", policy=self.config.policy.digest)
+        self._record("start", policy=self.config.policy.digest)
 
     # ------------------------------------------------------------------ helpers
 
@@ -123,23 +133,32 @@ class EgressAddon:
             state = self.clients[conn.id] = ClientState()
         return state
 
-    def _record(self, level: int, event: str, **fields: Any) -> None:
+    def _record(self, event: str, **fields: Any) -> None:
         """One JSON line per decision, when the policy's log level asks for it."""
         config = self.config
-        if config is None or config.policy.log < level:
+        if config is None:
             return
-        line = json.dumps({"time": round(time.time(), 3), "event": event, **fields}, sort_keys=True)
-        if config.log_file is not None:
-            with open(config.log_file, "a", encoding="utf-8") as handle:
-                handle.write(line + "\n")
-        else:
-            out = self._out or sys.stdout
-            out.write(line + "\n")
-            out.flush()
+        line = _egress.log_line(
+            config.policy.log, event, fields, now=time.time(), secrets=self.secrets
+        )
+        if line is None:
+            return
+        try:
+            if config.log_file is not None:
+                with open(config.log_file, "a", encoding="utf-8") as handle:
+                    handle.write(line + "\n")
+            else:
+                out = self._out or sys.stdout
+                out.write(line + "\n")
+                out.flush()
+        except OSError as exc:
+            _LOG.error("bot-bottle egress: cannot write the log %s: %s", config.log_file, exc)
 
     def _refuse(self, state: ClientState, exc: RefusedError, **fields: Any) -> None:
         state.refused = state.refused or exc
-        self._record(1, "refused", rule=exc.rule, reason=exc.reason, **fields)
+        if state.tunnel is not None:
+            fields.setdefault("host", state.tunnel.netloc)
+        self._record("refused", rule=exc.rule, reason=exc.reason, **fields)
 
     def _failed(self, state: ClientState | None, hook: str, exc: BaseException) -> RefusedError:
         """An unexpected exception: logged always, and it refuses the client connection."""
@@ -157,7 +176,7 @@ class EgressAddon:
         )
         if state is not None:
             state.refused = state.refused or refusal
-        self._record(0, "error", hook=hook, rule=refusal.rule, reason=refusal.reason)
+        self._record("error", hook=hook, rule=refusal.rule, reason=refusal.reason)
         return refusal
 
     @staticmethod
@@ -212,7 +231,7 @@ class EgressAddon:
             address = target.ip if target.ip is not None else await self._pin(config, target.host)
             state.tunnel, state.tunnel_address = target, address
             state.approved.clear()
-            self._record(2, "connect", target=target.netloc, address=str(address))
+            self._record("connect", host=target.netloc, address=str(address))
         except RefusedError as exc:
             if state is not None:
                 self._refuse(state, exc, hook="http_connect")
@@ -242,6 +261,13 @@ class EgressAddon:
                 # into url_host/url_port
                 authority=_text(request.data.authority),
             )
+            route = _egress.check_request(
+                config,
+                target,
+                method=request.method,
+                path=request.path,
+                headers=[(_text(n), _text(v)) for n, v in request.headers.fields],
+            )
             if state.tunnel is not None and state.tunnel_address is not None:
                 address = state.tunnel_address
             elif target.ip is not None:
@@ -254,11 +280,23 @@ class EgressAddon:
             state.approved[(str(address), target.port)] = target.host
             flow.metadata["bb_egress_target"] = target.netloc
             self._record(
-                2, "request", target=target.netloc, address=str(address), method=request.method
+                "request",
+                host=target.netloc,
+                address=str(address),
+                method=request.method,
+                path=_egress.log_target(request.path),
+                route=route,
+                http_version=request.http_version,
             )
         except RefusedError as exc:
             # a refused request does not refuse its connection: the next may be fine
-            self._record(1, "refused", hook="requestheaders", rule=exc.rule, reason=exc.reason)
+            self._record(
+                "refused",
+                hook="requestheaders",
+                rule=exc.rule,
+                reason=exc.reason,
+                **self._request_fields(flow, state),
+            )
             self._answer(flow, exc)
         except Exception as exc:
             self._failed(state, "requestheaders", exc)
@@ -281,11 +319,48 @@ class EgressAddon:
                     f"the request to {key[0]}:{key[1]} was not checked",
                 )
         except RefusedError as exc:
-            self._record(1, "refused", hook="request", rule=exc.rule, reason=exc.reason)
+            self._record(
+                "refused",
+                hook="request",
+                rule=exc.rule,
+                reason=exc.reason,
+                **self._request_fields(flow, state),
+            )
             self._answer(flow, exc)
         except Exception as exc:
             self._failed(state, "request", exc)
             self._kill(flow)
+
+    def response(self, flow: Any) -> None:
+        """The response line of a forwarded request, at log level 2 (no body)."""
+        state: ClientState | None = None
+        try:
+            if "bb_egress_refused" in flow.metadata or flow.response is None:
+                return
+            state = self._client(flow.client_conn)
+            self._record(
+                "response",
+                **self._request_fields(flow, state),
+                status=flow.response.status_code,
+            )
+        except Exception as exc:
+            self._failed(state, "response", exc)
+            self._kill(flow)
+
+    @staticmethod
+    def _request_fields(flow: Any, state: ClientState | None) -> dict[str, Any]:
+        """Host, method and path (query redacted) of a request, for the log."""
+        request = flow.request
+        host = flow.metadata.get("bb_egress_target")
+        if host is None and state is not None and state.tunnel is not None:
+            host = state.tunnel.netloc
+        if host is None:
+            host = _text(request.data.authority) or str(request.data.host)
+        return {
+            "host": host,
+            "method": request.method,
+            "path": _egress.log_target(request.path),
+        }
 
     # ------------------------------------------------------------------ TLS
 
@@ -409,7 +484,7 @@ class EgressAddon:
             state = self._client(flow.client_conn)
             if state.refused is not None:
                 raise state.refused
-            self._record(2, hook, target=flow.metadata.get("bb_egress_target"))
+            self._record(hook, host=flow.metadata.get("bb_egress_target"))
         except Exception as exc:
             self._failed(state, hook, exc)
             self._kill(flow)

@@ -73,20 +73,24 @@ _BOTH = frozenset(
 )
 
 #: Per backend, the keys it enforces. ``egress.log`` means levels 1 and 2 (0 is off,
-#: which every backend honours); no backend has the egress proxy that would act on
-#: routes' ``auth``, ``matches`` and ``dlp`` or log requests.
+#: which every backend honours). The docker backend's egress proxy matches routes'
+#: ``matches`` and writes the ``egress.log`` levels (``_egress.check_request``,
+#: ``_egress.log_line``); smolmachines has no proxy. No backend acts on routes'
+#: ``auth`` and ``dlp`` yet.
 ENFORCED: Mapping[str, frozenset[str]] = {
     # the smolmachine module: image, command, cpus, memory, storage, workdir, mounts,
     # ports (host and guest only), labels, env and the compiled allow lists
     SMOLMACHINES: _BOTH | {"runtime.storage_gib", "runtime.ports"},
     # the docker_bottle module: image, command, workdir, user, cpus, memory_mib,
-    # capabilities, mounts, labels, env and the compiled resolver and firewall rules
-    DOCKER: _BOTH | {"runtime.user", "runtime.capabilities"},
+    # capabilities, mounts, labels, env, the compiled resolver and firewall rules, and
+    # the egress proxy's configuration (the compiled policy: routes' matches, log level)
+    DOCKER: _BOTH
+    | {"runtime.user", "runtime.capabilities", "egress.routes[].matches", "egress.log"},
 }
 
 PROXY_FIX = (
-    "remove the key, or use a backend that enforces it; the egress proxy (issue 14) will "
-    "enforce matches, auth, dlp and log levels 1 and 2"
+    "remove the key, or use a backend that enforces it; the docker backend's egress proxy "
+    "enforces matches and log levels 1 and 2, and will enforce auth and dlp (issue 14)"
 )
 RUNTIME_FIX = (
     "remove the key, or use a backend that applies it (README: 'Which backend enforces what')"
@@ -94,7 +98,7 @@ RUNTIME_FIX = (
 
 #: What a set key leaves undone where it is not enforced, and the fix.
 CONSEQUENCE: Mapping[str, tuple[str, str]] = {
-    "egress.log": ("no backend logs requests or DLP warnings at this level", PROXY_FIX),
+    "egress.log": ("requests and blocks are not logged at this level", PROXY_FIX),
     "egress.routes[].auth": (
         "no credential is injected into requests to this host",
         PROXY_FIX,

@@ -162,15 +162,257 @@ def _a_label_hint(name: str) -> str:
         return "xn--..."
 
 
+# --------------------------------------------------------------------------- HTTP matches
+
+PATH_TYPES = ("exact", "prefix", "regex")
+HEADER_TYPES = ("exact", "regex")
+_METHOD_RE = re.compile(r"[A-Za-z]+")
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def _compile_regex(value: str, where: str) -> re.Pattern[str]:
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise PolicyError(where, f"{value!r} is not a valid regular expression: {exc}") from None
+
+
+@dataclass(frozen=True)
+class PathMatch:
+    """One path predicate. ``exact``: the path is ``value``. ``prefix``: the path is
+    ``value`` or continues it at a ``/`` (``/v1`` matches ``/v1`` and ``/v1/x``, not
+    ``/v10``; ``/v1/`` matches ``/v1/`` and below). ``regex``: the regular expression
+    (Python ``re``) matches the *whole* path, as if written ``\\A(?:value)\\Z``.
+    Compiled once, when the policy is built."""
+
+    kind: str
+    value: str
+    pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+
+    def matches(self, path: str) -> bool:
+        if self.kind == "exact":
+            return path == self.value
+        if self.kind == "prefix":
+            if self.value.endswith("/"):
+                return path.startswith(self.value)
+            return path == self.value or path.startswith(self.value + "/")
+        return self.pattern is not None and self.pattern.fullmatch(path) is not None
+
+    def to_dict(self) -> dict[str, str]:
+        return {"type": self.kind, "value": self.value}
+
+
+@dataclass(frozen=True)
+class HeaderMatch:
+    """One header predicate: the header (``name``, lower-case) is present, and every
+    value it has equals ``value`` (``exact``) or is matched whole by the regular
+    expression ``value`` (``regex``). A repeated header matches only if each copy does."""
+
+    name: str
+    value: str
+    kind: str = "exact"
+    pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+
+    def matches(self, headers: Sequence[tuple[str, str]]) -> bool:
+        values = [v for n, v in headers if n.lower() == self.name]
+        if not values:
+            return False
+        if self.kind == "exact":
+            return all(v == self.value for v in values)
+        return self.pattern is not None and all(self.pattern.fullmatch(v) for v in values)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "type": self.kind, "value": self.value}
+
+
+@dataclass(frozen=True)
+class RequestMatch:
+    """One entry of a route's ``matches``: every predicate given must hold (any of
+    ``paths``, any of ``methods``, all of ``headers``); an empty part holds always."""
+
+    paths: tuple[PathMatch, ...] = ()
+    methods: tuple[str, ...] = ()
+    headers: tuple[HeaderMatch, ...] = ()
+
+    def matches(self, method: str, path: str, headers: Sequence[tuple[str, str]]) -> bool:
+        """``path`` is the request's path as :func:`request_path` returns it."""
+        if self.methods and method.upper() not in self.methods:
+            return False
+        if self.paths and not any(p.matches(path) for p in self.paths):
+            return False
+        return all(h.matches(headers) for h in self.headers)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.paths:
+            data["paths"] = [p.to_dict() for p in self.paths]
+        if self.methods:
+            data["methods"] = list(self.methods)
+        if self.headers:
+            data["headers"] = [h.to_dict() for h in self.headers]
+        return data
+
+
+def _list(raw: Any, where: str, what: str) -> list[Any]:
+    if not isinstance(raw, list) or not raw:
+        raise PolicyError(where, f"expected a non-empty list of {what}")
+    return raw
+
+
+def _mapping(raw: Any, where: str, keys: Sequence[str], required: Sequence[str]) -> None:
+    if not isinstance(raw, Mapping):
+        raise PolicyError(where, f"expected a mapping with {', '.join(repr(k) for k in keys)}")
+    unknown = sorted(str(k) for k in raw if k not in keys)
+    if unknown:
+        raise PolicyError(where, f"unknown keys {unknown}; the keys are {list(keys)}")
+    for key in required:
+        if key not in raw:
+            raise PolicyError(where, f"'{key}' is required")
+
+
+def _path_match(raw: Any, where: str) -> PathMatch:
+    _mapping(raw, where, ("type", "value"), ("type", "value"))
+    kind, value = raw["type"], raw["value"]
+    if kind not in PATH_TYPES:
+        raise PolicyError(where + ".type", f"expected one of {list(PATH_TYPES)}, got {kind!r}")
+    if not isinstance(value, str) or not value:
+        raise PolicyError(where + ".value", "expected a non-empty string")
+    if kind == "regex":
+        return PathMatch(kind, value, _compile_regex(value, where + ".value"))
+    if not value.startswith("/"):
+        raise PolicyError(where + ".value", f"an {kind} path starts with '/', got {value!r}")
+    try:
+        canonical = request_path(value)
+    except ValueError as exc:
+        raise PolicyError(where + ".value", f"{value!r} can never match a request: {exc}") from None
+    if canonical != value:
+        raise PolicyError(where + ".value", f"write {value!r} in its canonical form {canonical!r}")
+    return PathMatch(kind, value)
+
+
+def _header_match(raw: Any, where: str) -> HeaderMatch:
+    _mapping(raw, where, ("name", "value", "type"), ("name", "value"))
+    name, value, kind = raw["name"], raw["value"], raw.get("type", "exact")
+    if not isinstance(name, str) or not _TOKEN_RE.fullmatch(name):
+        raise PolicyError(where + ".name", f"{name!r} is not an HTTP header name")
+    if kind not in HEADER_TYPES:
+        raise PolicyError(where + ".type", f"expected one of {list(HEADER_TYPES)}, got {kind!r}")
+    if not isinstance(value, str):
+        raise PolicyError(where + ".value", "expected a string")
+    pattern = _compile_regex(value, where + ".value") if kind == "regex" else None
+    return HeaderMatch(name.lower(), value, kind, pattern)
+
+
+def _request_match(raw: Any, where: str) -> RequestMatch:
+    _mapping(raw, where, ("paths", "methods", "headers"), ())
+    paths: list[PathMatch] = []
+    methods: list[str] = []
+    headers: list[HeaderMatch] = []
+    if "paths" in raw:
+        for i, item in enumerate(_list(raw["paths"], where + ".paths", "path predicates")):
+            paths.append(_path_match(item, f"{where}.paths[{i}]"))
+    if "methods" in raw:
+        for i, item in enumerate(_list(raw["methods"], where + ".methods", "HTTP methods")):
+            if not isinstance(item, str) or not _METHOD_RE.fullmatch(item):
+                raise PolicyError(f"{where}.methods[{i}]", f"{item!r} is not an HTTP method")
+            methods.append(item.upper())
+    if "headers" in raw:
+        for i, item in enumerate(_list(raw["headers"], where + ".headers", "header predicates")):
+            headers.append(_header_match(item, f"{where}.headers[{i}]"))
+    unique_paths = {(p.kind, p.value): p for p in paths}
+    unique_headers = {(h.name, h.kind, h.value): h for h in headers}
+    return RequestMatch(
+        tuple(unique_paths[k] for k in sorted(unique_paths)),
+        tuple(sorted(set(methods))),
+        tuple(unique_headers[k] for k in sorted(unique_headers)),
+    )
+
+
+def compile_matches(raw: Any, where: str = "matches") -> tuple[RequestMatch, ...]:
+    """A route's ``matches`` list, checked and compiled (regular expressions compiled
+    here, once), de-duplicated and in a canonical order. Raises :class:`PolicyError`
+    whose ``path`` is ``where`` followed by the offending item (``.paths[0].value``)."""
+    entries = [
+        _request_match(item, f"{where}[{i}]")
+        for i, item in enumerate(_list(raw, where, "matchers"))
+    ]
+    unique = {json.dumps(m.to_dict(), sort_keys=True): m for m in entries}
+    return tuple(unique[k] for k in sorted(unique))
+
+
+def request_path(target: str) -> str:
+    """The path a route's path predicates see: the request target up to ``?`` (the
+    query is never matched), with percent-encoded unreserved characters decoded
+    (``%7E`` -> ``~``, ``%2e`` -> ``.``; RFC 3986 6.2.2.2, they mean the same) and other
+    escapes in upper case. ``*`` (``OPTIONS *``) is returned as it is.
+
+    Raises ``ValueError`` for a target an origin could read as another path than a
+    predicate would: no leading ``/``, a ``.`` or ``..`` segment (also encoded), an
+    encoded ``/`` or ``\\`` (``%2F``, ``%5C``), a backslash, a ``#``, a broken escape,
+    or a character that is not printable ASCII.
+    """
+    if target == "*":
+        return target
+    path = target.split("?", 1)[0]
+    if not path.startswith("/"):
+        raise ValueError(f"the path {path!r} does not start with '/'")
+    out: list[str] = []
+    i = 0
+    while i < len(path):
+        char = path[i]
+        if char == "%":
+            code = path[i + 1 : i + 3]
+            if len(code) != 2 or not set(code) <= _HEX_DIGITS:
+                raise ValueError(f"the path {path!r} has a broken percent escape")
+            decoded = chr(int(code, 16))
+            if decoded in _UNRESERVED:
+                out.append(decoded)
+            elif decoded in "/\\":
+                raise ValueError(f"the path {path!r} holds an encoded '/' or '\\'")
+            else:
+                out.append("%" + code.upper())
+            i += 3
+            continue
+        if not " " < char < "\x7f" or char in "#\\":
+            raise ValueError(f"the path {path!r} holds {char!r}")
+        out.append(char)
+        i += 1
+    canonical = "".join(out)
+    if any(segment in (".", "..") for segment in canonical.split("/")):
+        raise ValueError(f"the path {path!r} has a '.' or '..' segment")
+    return canonical
+
+
+# --------------------------------------------------------------------------- policy
+
+
 @dataclass(frozen=True)
 class EgressPolicy:
-    """Backend-neutral egress policy of one bottle. All tuples are sorted and unique."""
+    """Backend-neutral egress policy of one bottle. All tuples are sorted and unique.
+
+    ``http`` holds, per route key (an exact host, or ``*.zone``; see :func:`route_for`),
+    the request matchers of a route whose requests are restricted; a route key that is
+    not there may make any request.
+    """
 
     exact_hosts: tuple[str, ...] = ()
     wildcard_zones: tuple[str, ...] = ()
     cidrs: tuple[str, ...] = ()
     log: int = 0
     digest: str = field(default="", compare=False)
+    http: tuple[tuple[str, tuple[RequestMatch, ...]], ...] = ()
+
+    def matches_for(self, key: str | None) -> tuple[RequestMatch, ...] | None:
+        """The matchers of route ``key``, or None when its requests are not restricted."""
+        for found, matchers in self.http:
+            if found == key:
+                return matchers
+        return None
+
+    def http_dict(self) -> dict[str, list[dict[str, Any]]]:
+        return {key: [m.to_dict() for m in matchers] for key, matchers in self.http}
 
     def to_dict(self) -> dict[str, Any]:
         """The policy as plain data (the ``policy`` object of ``bottle plan --format json``)."""
@@ -180,22 +422,28 @@ class EgressPolicy:
             "wildcard_zones": list(self.wildcard_zones),
             "cidrs": list(self.cidrs),
             "log": self.log,
+            "http": self.http_dict(),
             "hash": self.digest,
         }
 
 
-def _digest(exact: Sequence[str], zones: Sequence[str], cidrs: Sequence[str], log: int) -> str:
-    payload = json.dumps(
-        {
-            "format": POLICY_FORMAT,
-            "exact": list(exact),
-            "zones": list(zones),
-            "cidrs": list(cidrs),
-            "log": log,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+def _digest(
+    exact: Sequence[str],
+    zones: Sequence[str],
+    cidrs: Sequence[str],
+    log: int,
+    http: Mapping[str, Any] | None = None,
+) -> str:
+    body: dict[str, Any] = {
+        "format": POLICY_FORMAT,
+        "exact": list(exact),
+        "zones": list(zones),
+        "cidrs": list(cidrs),
+        "log": log,
+    }
+    if http:  # absent when empty: policies without matches keep their hash
+        body["http"] = http
+    payload = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -204,27 +452,52 @@ def _cidr_sort_key(text: str) -> tuple[int, int, int]:
     return (net.version, int(net.network_address), net.prefixlen)
 
 
+def _route_key(key: Any, exact: Sequence[str], zones: Sequence[str]) -> str:
+    """A route key of ``http`` as the routes spell it, or ``ValueError``."""
+    if not isinstance(key, str):
+        raise ValueError(f"http: route key {key!r} is not a string")
+    wildcard = key.startswith("*.")
+    name = normalize_name(key[2:] if wildcard else key)
+    if name not in (zones if wildcard else exact):
+        raise ValueError(f"http: {key!r} is not a route of this policy")
+    return ("*." if wildcard else "") + name
+
+
 def build_policy(
     exact_hosts: Sequence[str] = (),
     wildcard_zones: Sequence[str] = (),
     cidrs: Sequence[str] = (),
     log: int = 0,
+    http: Mapping[str, Any] | None = None,
 ) -> EgressPolicy:
     """Make a normalised policy (sorted, de-duplicated, hashed) from its parts.
 
-    Raises ``ValueError`` for a bad name or CIDR.
+    ``http`` maps a route key (an exact host, or ``*.zone``) to its ``matches`` list as
+    a manifest writes it (:func:`compile_matches`). Raises ``ValueError`` for a bad
+    name, CIDR, route key or matcher (a :class:`PolicyError` for the last).
     """
     exact = sorted({normalize_name(h) for h in exact_hosts})
     zones = sorted({normalize_name(z) for z in wildcard_zones})
     nets = sorted({normalize_cidr(c) for c in cidrs}, key=_cidr_sort_key)
     if log not in _LOG_LEVELS:
         raise ValueError(f"log must be 0, 1 or 2, got {log!r}")
+    if http is not None and not isinstance(http, Mapping):
+        raise ValueError("http: expected a mapping of route keys to matches")
+    rules: dict[str, tuple[RequestMatch, ...]] = {}
+    for key, raw in (http or {}).items():
+        canonical = _route_key(key, exact, zones)
+        if canonical in rules:
+            raise ValueError(f"http: route key {key!r} appears twice")
+        rules[canonical] = compile_matches(raw, f"http[{canonical!r}]")
+    compiled = tuple(sorted(rules.items()))
+    plain = {key: [m.to_dict() for m in matchers] for key, matchers in compiled}
     return EgressPolicy(
         exact_hosts=tuple(exact),
         wildcard_zones=tuple(zones),
         cidrs=tuple(nets),
         log=log,
-        digest=_digest(exact, zones, nets, log),
+        digest=_digest(exact, zones, nets, log, plain),
+        http=compiled,
     )
 
 
@@ -243,6 +516,8 @@ def compile_policy(manifest: Mapping[str, Any]) -> EgressPolicy:
     exact: list[str] = []
     zones: list[str] = []
     cidrs: list[str] = []
+    restricted: dict[str, list[Any]] = {}
+    unrestricted: set[str] = set()
     for index, route in enumerate(routes):
         path = f"$.egress.routes[{index}]"
         if not isinstance(route, Mapping):
@@ -255,18 +530,35 @@ def compile_policy(manifest: Mapping[str, Any]) -> EgressPolicy:
             continue
         if "wide" in route:
             raise PolicyError(path + ".wide", "'wide' applies to 'cidr' routes only; remove it")
-        host = route["host"]
-        try:
-            if isinstance(host, str) and host.startswith("*."):
-                zones.append(normalize_name(host[2:]))
-            else:
-                exact.append(normalize_name(host))
-        except ValueError as exc:
-            raise PolicyError(path + ".host", str(exc)) from None
+        key = _route_host(route["host"], path, exact, zones)
+        if route.get("matches") is None:
+            unrestricted.add(key)
+        else:
+            try:
+                matchers = compile_matches(route["matches"], path + ".matches")
+            except PolicyError as exc:
+                where = f"route {index} (host {route['host']})"
+                raise PolicyError(exc.path, f"{where}: {exc.message}") from None
+            restricted.setdefault(key, []).extend(m.to_dict() for m in matchers)
     log = egress.get("log", 0)
     if isinstance(log, bool) or log not in _LOG_LEVELS:
         raise PolicyError("$.egress.log", f"expected 0, 1 or 2, got {log!r}")
-    return build_policy(exact, zones, cidrs, log)
+    # routes of one key are one route: any of their entries admits a request, and a
+    # route of that key without 'matches' admits every request
+    http = {key: found for key, found in restricted.items() if key not in unrestricted}
+    return build_policy(exact, zones, cidrs, log, http)
+
+
+def _route_host(host: Any, path: str, exact: list[str], zones: list[str]) -> str:
+    """Add a route's host to ``exact`` or ``zones``; its route key (``name``, ``*.zone``)."""
+    try:
+        if isinstance(host, str) and host.startswith("*."):
+            zones.append(normalize_name(host[2:]))
+            return "*." + zones[-1]
+        exact.append(normalize_name(host))
+        return exact[-1]
+    except ValueError as exc:
+        raise PolicyError(path + ".host", str(exc)) from None
 
 
 def _route_cidr(route: Mapping[str, Any], path: str) -> str:
@@ -302,6 +594,7 @@ def policy_from_dict(data: Mapping[str, Any]) -> EgressPolicy:
         data.get("wildcard_zones", ()),
         data.get("cidrs", ()),
         int(data.get("log", 0)),
+        data.get("http") or None,
     )
 
 
@@ -326,15 +619,38 @@ def _query_name(name: str) -> str | None:
     return text.translate(_ASCII_LOWER)
 
 
-def _below_zones(name: str, zones: frozenset[str] | Sequence[str]) -> bool:
-    """True when ``name`` is strictly below one of ``zones`` (one set look-up per label)."""
+def _zone_of(name: str, zones: frozenset[str] | Sequence[str]) -> str | None:
+    """The deepest of ``zones`` that ``name`` is strictly below (one set look-up per
+    label, longest suffix first), or None."""
     zone_set = zones if isinstance(zones, frozenset) else frozenset(zones)
     start = name.find(".")
     while start != -1:
         if name[start + 1 :] in zone_set:
-            return True
+            return name[start + 1 :]
         start = name.find(".", start + 1)
-    return False
+    return None
+
+
+def _below_zones(name: str, zones: frozenset[str] | Sequence[str]) -> bool:
+    """True when ``name`` is strictly below one of ``zones``."""
+    return _zone_of(name, zones) is not None
+
+
+def route_for(policy: EgressPolicy, name: str) -> str | None:
+    """The route ``name`` goes through, as its key: the exact host when a route names
+    it, else ``*.zone`` for the deepest wildcard zone it is below; None when no route
+    allows it. The most specific route wins, so an exact route's ``matches`` (or its
+    absence) apply to its host even below a wildcard zone; routes with the same key
+    are one route."""
+    try:
+        canonical = normalize_name(name)
+    except ValueError:
+        canonical = None
+    if canonical is not None and canonical in policy.exact_hosts:
+        return canonical
+    queried = _query_name(name) if isinstance(name, str) else None
+    zone = None if queried is None else _zone_of(queried, frozenset(policy.wildcard_zones))
+    return None if zone is None else "*." + zone
 
 
 def allows_name(policy: EgressPolicy, name: str) -> bool:
@@ -345,14 +661,7 @@ def allows_name(policy: EgressPolicy, name: str) -> bool:
     there (``_dmarc``, spaces, ``\\000``, non-ASCII octets), and so does the
     compiler's answer here, so the two agree on every name.
     """
-    try:
-        canonical = normalize_name(name)
-    except ValueError:
-        canonical = None
-    if canonical is not None and canonical in policy.exact_hosts:
-        return True
-    queried = _query_name(name) if isinstance(name, str) else None
-    return queried is not None and _below_zones(queried, frozenset(policy.wildcard_zones))
+    return route_for(policy, name) is not None
 
 
 def warnings(policy: EgressPolicy) -> list[str]:

@@ -1,13 +1,14 @@
 #!/usr/bin/python
 # Copyright: bot-bottle contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Ansible module: collect and show a bottle's refused DNS queries."""
+"""Ansible module: collect and show a bottle's refused DNS queries and egress proxy log."""
 
 from __future__ import annotations
 
 import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -21,7 +22,9 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._audit_store impo
     Source,
     collect,
     dnsmasq_source,
+    egress_source,
     paths,
+    with_sources,
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import (
     CLIENT_ARGUMENT_SPEC,
@@ -31,7 +34,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import (
 
 DOCUMENTATION = r"""
 module: bottle_audit
-short_description: Collect a bottle's refused DNS queries into its audit log, and read it
+short_description: Collect a bottle's refused DNS queries and proxy log into its audit log
 version_added: 0.2.0
 author: bot-bottle contributors
 description:
@@ -39,14 +42,21 @@ description:
     bottle's audit log, C(<audit_dir>/<name>.jsonl), one JSON object per line with the
     keys C(time), C(bottle), C(name), C(type), C(verdict), C(source) and C(flags).
   - Docker example bottles are read from their resolver's query log (dnsmasq
-    C(log-queries=extra)); smolmachines bottles from C(smolvm machine egress-events --json).
+    C(log-queries=extra)) and from their egress proxy's log (JSON lines, written at
+    C(egress.log) 1 and 2); smolmachines bottles from C(smolvm machine egress-events --json).
+  - C(source) says where an entry comes from - C(dnsmasq), C(smolvm) or C(egress-proxy).
+    A proxy entry's C(name) is the request's host, C(type) its method (C(CONNECT), C(TLS)
+    ... for refusals before a request), C(verdict) the refusal's rule, C(forwarded) or the
+    response status; it also carries C(event), C(path) (the query replaced by
+    C(?[redacted])), and for refusals C(rule) and C(reason). Header values and bodies are
+    never logged, and the proxy redacts the secrets it knows.
   - Collection is incremental (a cursor per bottle) and idempotent; retention keeps the
     newest O(max_entries) entries, none older than O(max_age_days).
   - C(flags) marks names that look like encoded data - C(long-label), C(base32), C(hex),
     C(high-entropy), C(deep).
   - Refusals of the names C(bottle verify) sent from inside the bottle are not stored (they
     are counted in RV(probe_queries)); the audit is about what the agent asked.
-  - An audit entry holds what the resolver saw, never the bottle's environment.
+  - An audit entry holds what the resolver or the proxy saw, never the bottle's environment.
 attributes:
   check_mode:
     support: full
@@ -70,6 +80,13 @@ options:
       - The resolver's query log (Docker example).
       - Defaults to C(/var/lib/bot-bottle/docker/<name>/log/queries.log), where the
         C(docker_bottle_example) role keeps it.
+    type: path
+  egress_log_path:
+    description:
+      - The egress proxy's log (Docker).
+      - Defaults to C(/var/lib/bot-bottle/docker/<name>/log/egress/egress.jsonl), where the
+        C(docker_bottle) module mounts the proxy's log directory. A missing file is no
+        entries (C(egress.log) 0 writes nothing).
     type: path
   machine:
     description: The smolvm machine's name; defaults to C(bottle-<name>).
@@ -128,6 +145,17 @@ entries:
       verdict: NXDOMAIN
       source: dnsmasq
       flags: [base32, high-entropy]
+    - time: "2026-11-28T13:17:02Z"
+      bottle: web-dev
+      name: api.example.com
+      type: POST
+      verdict: no-route-match
+      source: egress-proxy
+      flags: []
+      event: refused
+      path: /admin
+      rule: no-route-match
+      reason: POST /admin matches no entry of the 'matches' of route api.example.com (...)
 added:
   description: How many entries this run added (would add, in check mode).
   returned: always
@@ -156,17 +184,21 @@ def _source(module: AnsibleModule, now: datetime) -> Source:
     name = params["name"]
     if params["backend"] == "docker":
         log = params["log_path"] or f"/var/lib/bot-bottle/docker/{name}/log/queries.log"
-        return dnsmasq_source(log, now)
+        egress = (
+            params["egress_log_path"]
+            or f"/var/lib/bot-bottle/docker/{name}/log/egress/egress.jsonl"
+        )
+        return with_sources(dnsmasq_source(log, now), {"egress": egress_source(egress)})
     client = client_from_params(params)
     machine = params["machine"] or f"bottle-{name}"
 
-    def _events(cursor: Mapping[str, int]) -> tuple[list[Refusal], dict[str, int]]:
+    def _events(cursor: Mapping[str, Any]) -> tuple[list[Refusal], dict[str, Any]]:
         return parse_smolvm_events(client.egress_events(machine)), dict(cursor)
 
     return _events
 
 
-def _nothing(cursor: Mapping[str, int]) -> tuple[list[Refusal], dict[str, int]]:
+def _nothing(cursor: Mapping[str, Any]) -> tuple[list[Refusal], dict[str, Any]]:
     return [], dict(cursor)
 
 
@@ -218,6 +250,7 @@ def main() -> None:
             "name": {"type": "str", "required": True},
             "backend": {"type": "str", "required": True, "choices": ["docker", "smolmachines"]},
             "log_path": {"type": "path"},
+            "egress_log_path": {"type": "path"},
             "machine": {"type": "str"},
             "audit_dir": {"type": "path", "default": "/var/lib/bot-bottle/audit"},
             "max_entries": {"type": "int", "default": 10000},
