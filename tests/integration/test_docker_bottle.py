@@ -290,7 +290,12 @@ def test_containers_started_by_hand_never_run_the_agent_without_its_rules(
 
 def test_the_seal_guard_holds_the_command_until_the_namespace_is_sealed(upstream: int) -> None:
     run_module(bottle_args(upstream))  # provides the guard binary
-    [guard] = list((STATE / ".tools").glob("busybox-*"))
+    guard = _docker(
+        "inspect", "-f",
+        '{{range .Mounts}}{{if eq .Destination "/.bot-bottle/busybox"}}{{.Source}}{{end}}{{end}}',
+        f"bottle-{NAME}",
+    ).stdout.strip()  # fmt: skip
+    assert guard.startswith(str(STATE / ".tools" / "busybox-")), guard
     holder, agent = "bbguard-net", "bbguard-agent"
     try:
         assert _docker(

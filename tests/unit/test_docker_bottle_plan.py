@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 
@@ -62,6 +63,7 @@ def converged(w: Want | None = None) -> Seen:
         holder=running(w.holder_spec),
         agent=replace(running(w.agent_spec, env=w.agent_env), hardening=w.agent_hardening, ca=CA),
         proxy=replace(running(w.proxy_spec, "net:[8]"), ca=CA),
+        proxy_secrets=hashlib.sha256(w.proxy_secrets).hexdigest(),
         ca=CA,
         rules_stamp=w.stamp,
         sealed=True,
@@ -81,6 +83,7 @@ def test_a_new_bottle_is_built_in_order_and_the_agent_starts_last() -> None:
         "check_rules",
         "create_proxy",
         "wait_proxy",
+        "deliver_secrets",
         "create_agent",
         "start_agent",
     )
@@ -155,6 +158,7 @@ def test_a_changed_allowlist_reloads_the_resolver_and_rules_and_keeps_the_agent(
         "remove_proxy",
         "create_proxy",
         "wait_proxy",
+        "deliver_secrets",
     )
     assert "agent" not in " ".join(todo.actions)
     assert "file:egress.json" in todo.changed_fields and "proxy" in todo.changed_fields
@@ -477,7 +481,7 @@ def test_a_stopped_proxy_is_started_and_nothing_else_moves() -> None:
     seen = converged(w)
     assert seen.proxy is not None
     todo = plan(replace(seen, proxy=replace(seen.proxy, status="exited")), w)
-    assert todo.actions == ("start_proxy", "wait_proxy")
+    assert todo.actions == ("start_proxy", "wait_proxy", "deliver_secrets")
     assert todo.changed_fields == ("proxy_state",)
 
 
@@ -485,7 +489,7 @@ def test_a_new_proxy_image_remakes_the_proxy_only() -> None:
     old = wanted()
     new = wanted(proxy_image_id="sha256:new")
     todo = plan(converged(old), new)
-    assert todo.actions == ("remove_proxy", "create_proxy", "wait_proxy")
+    assert todo.actions == ("remove_proxy", "create_proxy", "wait_proxy", "deliver_secrets")
     assert todo.changed_fields == ("proxy",)
 
 
@@ -497,6 +501,7 @@ def test_a_lost_ca_is_made_again_and_the_proxy_and_agent_are_remade() -> None:
         "remove_proxy",
         "create_proxy",
         "wait_proxy",
+        "deliver_secrets",
         "remove_agent",
         "create_agent",
         "start_agent",
@@ -524,3 +529,15 @@ def test_the_trusted_ca_is_mounted_and_given_to_mitmproxy() -> None:
     )
     rotated = wanted(trusted_ca="/etc/demo/ca.pem", trusted_ca_digest="d2")
     assert len({plain.proxy_spec, private.proxy_spec, rotated.proxy_spec}) == 3
+
+
+def test_the_proxys_runtime_secrets_are_handed_over_again_when_they_differ() -> None:
+    old = wanted(credentials={"FORGE_TOKEN": "tok-1-abcdefgh"})
+    new = wanted(credentials={"FORGE_TOKEN": "tok-2-abcdefgh"})
+    assert old.proxy_spec == new.proxy_spec  # the proxy itself is not re-made
+    todo = plan(converged(old), new)
+    assert todo.actions == ("deliver_secrets",)
+    assert todo.changed_fields == ("proxy_secrets",)
+    assert "tok-" not in repr(todo) and "tok-" not in repr(converged(old))
+    assert plan(replace(converged(new), proxy_secrets=""), new).actions == ("deliver_secrets",)
+    assert plan(converged(new), new).actions == ()

@@ -68,6 +68,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._egress import (
     PROXY_PORT,
     agent_proxy_env,
     dumps_config,
+    dumps_secrets,
     proxy_command,
     render_config,
 )
@@ -123,6 +124,9 @@ RESOLVER_ARGV = (
     "exec dnsmasq --keep-in-foreground -C /etc/bottle/dnsmasq.conf",
 )
 HEALTH_NAME = "bot-bottle-health.invalid"
+# Bumped when the engine makes the proxy container differently for the same spec
+# (2: a tmpfs for its runtime secrets), so proxies made the old way are re-made.
+_PROXY_LAYOUT = 2
 
 
 class PlanError(ValueError):
@@ -189,6 +193,8 @@ class Seen:
     agent: ContainerSeen | None = None
     proxy: ContainerSeen | None = None
     ca: str = ""  # fingerprint of the bottle's CA in its state directory, "" when none
+    # sha256 of the runtime secrets the running proxy holds, "" when none (never shown)
+    proxy_secrets: str = field(default="", repr=False)
     rules_stamp: str = ""  # the stamp loaded in both families, "" when not (or unknown)
     sealed: bool = False  # the namespace carries the seal
     files: Mapping[str, str] = field(default_factory=dict)  # name -> sha256 of content
@@ -213,6 +219,7 @@ class Want:
     agent_spec: str = ""
     proxy_spec: str = ""
     proxy_create: Mapping[str, Any] = field(default_factory=dict)  # for the engine
+    proxy_secrets: bytes = field(default=b"", repr=False)  # the runtime secrets file (secret)
     agent_env: tuple[tuple[str, str], ...] = ()
     agent_create: Mapping[str, Any] = field(default_factory=dict)  # for the engine
     agent_hardening: Mapping[str, Any] = field(default_factory=dict)
@@ -404,6 +411,8 @@ def want(
     proxy_code: str = "",
     trusted_ca: str = "",
     trusted_ca_digest: str = "",
+    credentials: Mapping[str, str] | None = None,
+    known_secrets: Sequence[str] = (),
 ) -> Want:
     """The wanted bottle. ``agent`` holds the agent's non-secret settings (image id,
     entrypoint and cmd as resolved, user, workdir, cpus, memory_mib, capabilities,
@@ -411,7 +420,9 @@ def want(
     host's own addresses and ``subnet_pool`` the bottle networks' pool.
     ``proxy_code`` is the host directory holding the proxy's code (named after its
     digest); ``trusted_ca`` a host CA file the proxy verifies origins against
-    instead of the public roots (``trusted_ca_digest``: its content's hash)."""
+    instead of the public roots (``trusted_ca_digest``: its content's hash).
+    ``credentials`` (``token_ref`` -> value) and ``known_secrets`` are handed to the
+    running proxy alone (:data:`~._egress.CONTAINER_SECRETS_DIR`)."""
     if state not in STATES:
         raise PlanError(f"state {state!r} is not one of {', '.join(STATES)}")
     names = Names(name)
@@ -450,6 +461,7 @@ def want(
     proxy_spec = digest(
         {
             **proxy_create,
+            "layout": _PROXY_LAYOUT,
             "trusted_ca_digest": trusted_ca_digest,
             "config": file_digest(files["egress.json"]),
             "ip": addresses["proxy"],
@@ -501,6 +513,7 @@ def want(
         agent_spec=agent_spec,
         proxy_spec=proxy_spec,
         proxy_create=proxy_create,
+        proxy_secrets=dumps_secrets(credentials or {}, known_secrets),
         agent_env=tuple(sorted(agent_env.items())),
         agent_create=settings,
         agent_hardening=agent_hardening(names, directory, guard_binary, settings),
@@ -538,6 +551,7 @@ def describe(seen: Seen) -> dict[str, Any]:
         "rules": seen.rules_stamp or "not loaded",
         "sealed": seen.sealed,
         "proxy": _container_state(seen.proxy),
+        "proxy_secrets": "delivered" if seen.proxy_secrets else "absent",
         "ca": seen.ca or "absent",
         "agent": _container_state(agent),
         "agent_env": sorted(k for k, _ in agent.env) if agent else [],
@@ -554,6 +568,7 @@ def _after(want_: Want, agent_state: str, ca: str = "absent") -> dict[str, Any]:
             "rules": "not loaded",
             "sealed": False,
             "proxy": "absent",
+            "proxy_secrets": "absent",
             "ca": "absent",
             "agent": "absent",
             "agent_env": [],
@@ -566,6 +581,7 @@ def _after(want_: Want, agent_state: str, ca: str = "absent") -> dict[str, Any]:
         "rules": want_.stamp,
         "sealed": True,
         "proxy": "running",
+        "proxy_secrets": "delivered",
         "ca": ca,
         "agent": agent_state,
         "agent_env": sorted(k for k, _ in want_.agent_env),
@@ -640,15 +656,20 @@ def _plan_infrastructure(seen: Seen, want_: Want) -> tuple[list[str], list[str],
 
 
 def _plan_proxy(seen: Seen, want_: Want, network_new: bool) -> tuple[list[str], list[str]]:
-    """The proxy reads its configuration and CA once, when it starts: a change re-makes it."""
+    """The proxy reads its configuration and CA once, when it starts: a change re-makes
+    it. Its runtime secrets live in its memory (a tmpfs): handed over again whenever
+    it (re)starts, or when they differ from what it holds."""
     proxy = None if network_new else seen.proxy
     if proxy is None or proxy.spec != want_.proxy_spec or not seen.ca or proxy.ca != seen.ca:
         return (["remove_proxy"] if proxy is not None else []) + [
             "create_proxy",
             "wait_proxy",
+            "deliver_secrets",
         ], ["proxy"]
     if not proxy.running:
-        return ["start_proxy", "wait_proxy"], ["proxy_state"]
+        return ["start_proxy", "wait_proxy", "deliver_secrets"], ["proxy_state"]
+    if seen.proxy_secrets != hashlib.sha256(want_.proxy_secrets).hexdigest():
+        return ["deliver_secrets"], ["proxy_secrets"]
     return [], []
 
 

@@ -50,9 +50,11 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._egress import (
     CONTAINER_CONFDIR,
     CONTAINER_CONFIG,
     CONTAINER_LOG_DIR,
+    CONTAINER_SECRETS_DIR,
     CONTAINER_TRUSTED_CA,
     PROXY_PORT,
     PROXY_UID,
+    SECRETS_FILE_NAME,
     ensure_ca,
     proxy_code_files,
     read_ca,
@@ -201,6 +203,7 @@ def read(client: Any, names: Names, directory: str, stamp: str = "") -> Seen:
     """Everything the bottle is made of."""
     holder_info = _inspect(client, names.holder)
     holder = _container_seen(holder_info)
+    proxy = _container_seen(_inspect(client, names.proxy))
     ids = {str(holder_info["Id"]): names.holder} if holder_info else {}
     rules_stamp, sealed = "", False
     if holder is not None and holder.running:
@@ -212,12 +215,23 @@ def read(client: Any, names: Names, directory: str, stamp: str = "") -> Seen:
         resolver=_container_seen(_inspect(client, names.resolver)),
         holder=holder,
         agent=_container_seen(_inspect(client, names.agent), env_names=True, containers=ids),
-        proxy=_container_seen(_inspect(client, names.proxy)),
+        proxy=proxy,
+        proxy_secrets=read_proxy_secrets(client, names.proxy) if proxy and proxy.running else "",
         ca=_ca_fingerprint(directory),
         rules_stamp=rules_stamp,
         sealed=sealed,
         files=read_files(directory),
     )
+
+
+def read_proxy_secrets(client: Any, proxy: str) -> str:
+    """sha256 of the runtime secrets the running proxy holds ("" when none), computed
+    inside the proxy: the engine's archive API does not see its tmpfs, and the value
+    never needs to leave it to be compared."""
+    path = f"{CONTAINER_SECRETS_DIR}/{SECRETS_FILE_NAME}"
+    code, text = exec_in(client, proxy, ["sha256sum", path])
+    digest = text.split()[0] if code == 0 and text.split() else ""
+    return digest if len(digest) == 64 else ""
 
 
 def _ca_fingerprint(directory: str) -> str:
@@ -617,7 +631,12 @@ class Engine:
             cap_drop=["ALL"],
             security_opt=["no-new-privileges:true"],
             read_only=True,
-            tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"},
+            tmpfs={
+                "/tmp": "rw,nosuid,nodev,size=64m",
+                CONTAINER_SECRETS_DIR: (
+                    f"rw,nosuid,nodev,noexec,size=1m,mode=0700,uid={PROXY_UID},gid={PROXY_UID}"
+                ),
+            },
             mounts=mounts,
             restart_policy={"Name": "unless-stopped"},
         )
@@ -644,6 +663,27 @@ class Engine:
 
     def _start_proxy(self) -> None:
         self.client.start(self.names.proxy)
+
+    def _deliver_secrets(self) -> None:
+        """Hand the runtime secrets to the running proxy: written by its own user into its
+        tmpfs from the standard input of one exec (the engine refuses archives into a
+        read-only container, and a command line would show them). Nothing is written on
+        the host."""
+        path = f"{CONTAINER_SECRETS_DIR}/{SECRETS_FILE_NAME}"
+        argv = ["sh", "-ec", 'umask 077; cat > "$0.new"; mv -f "$0.new" "$0"', path]
+        created = self.client.exec_create(self.names.proxy, argv, stdin=True, stdout=True)
+        sock = self.client.exec_start(created["Id"], socket=True)
+        raw = getattr(sock, "_sock", sock)
+        try:
+            raw.sendall(self.want.proxy_secrets)
+            raw.shutdown(socket.SHUT_WR)
+            while raw.recv(4096):
+                pass
+        finally:
+            sock.close()
+        code = self.client.exec_inspect(created["Id"]).get("ExitCode")
+        if code != 0:
+            raise EngineError(f"the proxy did not take its runtime secrets (exit {code})")
 
     def _wait_proxy(self) -> None:
         """Until the proxy accepts connections on the bottle network (polled, no fixed wait)."""

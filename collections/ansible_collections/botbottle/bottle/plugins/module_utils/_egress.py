@@ -1146,6 +1146,26 @@ CONTAINER_LOG_DIR = "/var/log/bot-bottle-egress"
 LOG_FILE_NAME = "egress.jsonl"
 
 
+#: The proxy's runtime secrets (route credentials, the bottle's own secret values for
+#: DLP): a tmpfs of the proxy container, written by its own user from the standard input
+#: of one exec after it starts, so they never touch the host's disk, a command line, the
+#: proxy's configuration or its image.
+CONTAINER_SECRETS_DIR = "/run/bot-bottle"
+SECRETS_FILE_NAME = "secrets.json"
+SECRETS_FORMAT = 1
+
+
+def dumps_secrets(credentials: Mapping[str, str], known_secrets: Sequence[str] = ()) -> bytes:
+    """The runtime secrets file: ``credentials`` (``token_ref`` -> value) and the
+    bottle's ``known_secrets`` (values DLP looks for), in a stable form."""
+    data = {
+        "format": SECRETS_FORMAT,
+        "credentials": {str(k): str(v) for k, v in sorted(credentials.items())},
+        "known_secrets": sorted({str(v) for v in known_secrets}),
+    }
+    return (json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
+
+
 def agent_proxy_env(proxy_address: str, port: int = PROXY_PORT) -> dict[str, str]:
     """The environment that sends an agent through its proxy and trusts its CA.
 

@@ -176,6 +176,20 @@ options:
     description: The agent's environment. Values are secrets; the module returns names only.
     type: dict
     default: {}
+  credentials:
+    description:
+      - Route credentials by C(token_ref) (the variable names in the manifest's
+        C(egress.routes[].auth)), handed to the running egress proxy alone, into a tmpfs
+        (never the host's disk, the agent, or a result). Secret.
+    type: dict
+    default: {}
+  known_secrets:
+    description:
+      - The bottle's own secret values (its secret C(env) values), handed to the proxy alone
+        like O(credentials) for data-loss prevention to look for. Secret.
+    type: list
+    elements: str
+    default: []
   state_dir:
     description: Where the bottle's files live on the host (C(<state_dir>/<name>)).
     type: path
@@ -277,6 +291,8 @@ def _argument_spec() -> dict[str, Any]:
         },
         "labels": {"type": "dict", "default": {}},
         "env": {"type": "dict", "default": {}, "no_log": True},
+        "credentials": {"type": "dict", "default": {}, "no_log": True},
+        "known_secrets": {"type": "list", "elements": "str", "default": [], "no_log": True},
         "state_dir": {"type": "path", "default": "/var/lib/bot-bottle/docker"},
         "subnet_pool": {"type": "str", "default": "172.30.0.0/16"},
         "subnet_prefix": {"type": "int", "default": 28},
@@ -333,10 +349,13 @@ def _want(module: AnsibleModule, client: Any) -> tuple[Want, str]:
             with open(trusted_ca, encoding="ascii") as handle:
                 trusted_digest = file_digest(handle.read())
         except (OSError, UnicodeDecodeError) as exc:
-            module.fail_json(
-                msg=f"bottle {name}: egress_trusted_ca {trusted_ca} cannot be read ({exc}); "
-                "give a PEM file on this host, or leave it empty for the public roots"
-            )
+            if module.check_mode and not os.path.exists(trusted_ca):
+                trusted_digest = "not made yet"  # an earlier task of the run makes it
+            else:
+                module.fail_json(
+                    msg=f"bottle {name}: egress_trusted_ca {trusted_ca} cannot be read ({exc}); "
+                    "give a PEM file on this host, or leave it empty for the public roots"
+                )
         trusted_ca = os.path.realpath(trusted_ca)
     entrypoint, cmd = agent_argv(agent_image["entrypoint"], agent_image["cmd"], params["command"])
     guard = ensure_guard(
@@ -376,6 +395,8 @@ def _want(module: AnsibleModule, client: Any) -> tuple[Want, str]:
         proxy_code=code_dir,
         trusted_ca=trusted_ca,
         trusted_ca_digest=trusted_digest,
+        credentials={str(k): str(v) for k, v in params["credentials"].items()},
+        known_secrets=params["known_secrets"],
     )
     return wanted, guard
 

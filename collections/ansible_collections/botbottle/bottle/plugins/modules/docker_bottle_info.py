@@ -33,8 +33,8 @@ version_added: 0.2.0
 author: bot-bottle contributors
 description:
   - Lists every bottle M(botbottle.bottle.docker_bottle) made on this host (containers labelled
-    C(botbottle.managed-by=bot-bottle)), with the state of its agent, holder, resolver and proxy, and
-    the rules actually loaded in its namespace (their policy stamp and the seal).
+    C(botbottle.managed-by=bot-bottle)), with the state of its agent, holder, resolver and
+    proxy, and the rules actually loaded in its namespace (their policy stamp and the seal).
   - Never returns a container's environment, so no secret reaches a result or a run's artifacts.
   - When Docker does not answer, the module does not fail; it returns C(available=false) and
     the reason, so a caller can report the bottles as unknown rather than absent.
