@@ -36,6 +36,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._bottle_env impor
     entry_kind,
     host_variable,
 )
+from ansible_collections.botbottle.bottle.plugins.module_utils._egress import PROXY_ENV_NAMES
 from ansible_collections.botbottle.bottle.plugins.module_utils._runtime import (
     capability_refusal,
     mount_refusal,
@@ -714,6 +715,15 @@ def _format_checker() -> FormatChecker:
         refusal = capability_refusal(value) if isinstance(value, str) else None
         if refusal is not None:
             raise ValueError(refusal)
+        return True
+
+    @checker.checks("bottle-agent-env-name", raises=ValueError)
+    def _agent_env_name(value: object) -> bool:
+        if value in PROXY_ENV_NAMES:
+            raise ValueError(
+                f"{value} is set by bot-bottle itself: it sends the agent through its egress "
+                "proxy and makes it trust the bottle's CA"
+            )
         return True
 
     @checker.checks("bottle-mount-source", raises=ValueError)

@@ -507,3 +507,17 @@ def test_load_document_records_lines(tmp_path: Path) -> None:
     doc = load_document(write(tmp_path, "l.yml", "env:\n  A: x\negress:\n  routes: []\n"))
     assert doc.line_of(["egress", "routes"]) == 4
     assert doc.line_of(["env", "A", "deeper"]) == 2
+
+
+@pytest.mark.parametrize("name", ["HTTPS_PROXY", "http_proxy", "NO_PROXY", "SSL_CERT_FILE", "PIP_CERT"])
+def test_env_may_not_set_the_proxy_and_ca_variables(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path, "agent.yml", f"env:\n  {name}: http://elsewhere.example:3128\n")
+    problem = only_problem(path)
+    assert f"'{name}'" in problem.message and problem.line == 2
+    assert "egress proxy" in problem.fix
+
+
+def test_env_may_set_other_variables(tmp_path: Path) -> None:
+    path = write(tmp_path, "agent.yml", "env:\n  HTTPS_PROXY_NOTE: x\n  TZ: UTC\n")
+    bottle = resolve(path)
+    assert set(bottle.manifest["env"]) == {"HTTPS_PROXY_NOTE", "TZ"}
