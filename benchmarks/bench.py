@@ -877,6 +877,253 @@ def bench_resolver(bench: Bench, seconds: int) -> None:
         _run([BOTTLE, "down", "-i", str(inventory)], quiet_fail=True)
 
 
+# --------------------------------------------------------------------------- proxy
+
+PROXY_IMAGE = "bot-bottle/egress-proxy:latest"
+PROXY_BOTTLE = f"{PREFIX}-proxy"
+#: The section's stand-in for the internet on the benchmark's egress network: an HTTPS
+#: origin (tests/egress_origin.py) with a CA of the run's own, the resolver that names
+#: it, and the "outside" client that is not behind any bottle's firewall.
+PROXY_LAB = {"origin": 200, "dns": 201, "outside": 202}  # host offsets in the egress /24
+PROXY_NAME = "api.proxy.bench.test"
+#: Per run and path: kept-alive GETs, GETs on a new connection each, then concurrent
+#: kept-alive connections for requests/s.
+PROXY_LOAD = {"count": 500, "new": 100, "threads": 8, "seconds": 5}
+#: The steps of a started-from-nothing docker_bottle call that exist for the proxy.
+PROXY_STEPS = ("make_ca", "create_proxy", "wait_proxy")
+
+
+def latency_figures(raw: Mapping[str, Any]) -> dict[str, float]:
+    """p50/p99 in ms of one latency probe's kept-alive and new-connection samples
+    (tests/egress_client.py ``latency``), and its requests/s under load."""
+    keep, new, load = raw["keepalive_s"], raw["new_connection_s"], raw["load"]
+    return {
+        "keepalive_p50_ms": percentile(keep, 0.5) * 1000,
+        "keepalive_p99_ms": percentile(keep, 0.99) * 1000,
+        "new_connection_p50_ms": percentile(new, 0.5) * 1000,
+        "new_connection_p99_ms": percentile(new, 0.99) * 1000,
+        "requests_per_s": ratio(float(load["requests"]), float(load["seconds"])),
+    }
+
+
+def proxy_ratios(
+    proxied: Sequence[Mapping[str, float]], direct: Sequence[Mapping[str, float]]
+) -> dict[str, Any]:
+    """Each figure through the proxy and direct (median of the runs), and their ratio."""
+    found: dict[str, Any] = {}
+    for key in proxied[0]:
+        through = [r[key] for r in proxied]
+        straight = [r[key] for r in direct]
+        found[key] = {
+            "proxy": summarize(through),
+            "direct": summarize(straight),
+            "ratio": ratio(statistics.median(through), statistics.median(straight)),
+        }
+    return found
+
+
+def proxy_share(runs: Sequence[Sequence[Sequence[Any]]]) -> dict[str, Any]:
+    """The proxy's part of started-from-nothing docker_bottle calls (module_steps.py
+    output, one list of ``[step, seconds]`` per run): :data:`PROXY_STEPS` against the
+    rest of the same call, the bottle's other steps (the baseline)."""
+    totals, proxy, rest = [], [], []
+    steps: dict[str, list[float]] = {k: [] for k in PROXY_STEPS}
+    for run in runs:
+        timings = {str(label): float(seconds) for label, seconds in run}
+        share = sum(timings.get(k, 0.0) for k in PROXY_STEPS)
+        for key in PROXY_STEPS:
+            steps[key].append(timings.get(key, 0.0))
+        totals.append(timings["total"])
+        proxy.append(share)
+        rest.append(timings["total"] - share)
+    return {
+        "total_s": summarize(totals),
+        "proxy_s": summarize(proxy),
+        "rest_s": summarize(rest),
+        "steps_s": {k: summarize(v) for k, v in steps.items()},
+        "ratio_to_rest": ratio(statistics.median(totals), statistics.median(rest)),
+        "share": ratio(statistics.median(proxy), statistics.median(totals)),
+    }
+
+
+def _proxy_lab_names() -> list[str]:
+    return [f"{PREFIX}-proxylab-{role}" for role in PROXY_LAB]
+
+
+def _proxy_certificates(folder: Path, origin: str) -> None:
+    """The run's own CA (the bottle's proxy trusts it for the origin) and the origin's
+    certificate for :data:`PROXY_NAME`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-noenc"]
+    _run(
+        ["openssl", "req", "-x509", *ec, "-days", "2", "-subj", "/CN=bbperf origin CA",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign",
+         "-keyout", str(folder / "ca.key"), "-out", str(folder / "ca.pem")]
+    )  # fmt: skip
+    _run(
+        ["openssl", "req", *ec, "-subj", "/CN=origin", "-keyout", str(folder / "origin.key"),
+         "-out", str(folder / "origin.csr")]
+    )  # fmt: skip
+    (folder / "ext.cnf").write_text(
+        f"subjectAltName=DNS:{PROXY_NAME},IP:{origin}\nbasicConstraints=CA:FALSE\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
+    _run(
+        ["openssl", "x509", "-req", "-in", str(folder / "origin.csr"), "-CA",
+         str(folder / "ca.pem"), "-CAkey", str(folder / "ca.key"), "-CAcreateserial",
+         "-days", "2", "-extfile", str(folder / "ext.cnf"), "-out", str(folder / "origin.pem")]
+    )  # fmt: skip
+    for name in ("ca.pem", "origin.pem", "origin.key"):
+        (folder / name).chmod(0o644)
+
+
+def _proxy_lab(bench: Bench) -> dict[str, str]:
+    """Start the stand-in on the benchmark's egress network; its addresses."""
+    shown = "{{(index .IPAM.Config 0).Subnet}}"
+    found = _run(["docker", "network", "inspect", "-f", shown, EGRESS]).stdout.strip()
+    subnet = ipaddress.ip_network(found)
+    at = {role: str(subnet.network_address + offset) for role, offset in PROXY_LAB.items()}
+    folder = bench.work / "proxylab"
+    _proxy_certificates(folder, at["origin"])
+    tests = str(ROOT / "tests")
+    common = ["--network", EGRESS, "--label", f"botbottle.bench={PREFIX}"]
+    for name in _proxy_lab_names():
+        _run(["docker", "rm", "-f", name], quiet_fail=True)
+    _run(
+        ["docker", "run", "-d", "--name", f"{PREFIX}-proxylab-dns", *common, "--ip", at["dns"],
+         "--dns", "127.0.0.1", IMAGE, "dnsmasq", "--keep-in-foreground", "--no-resolv",
+         "--no-hosts", f"--address=/{PROXY_NAME}/{at['origin']}"]
+    )  # fmt: skip
+    _run(
+        ["docker", "run", "-d", "--name", f"{PREFIX}-proxylab-origin", *common, "--ip",
+         at["origin"], "--dns", at["dns"], "--user", "0:0", "-v", f"{tests}:/tests:ro",
+         "-v", f"{folder}:/work:ro", PROXY_IMAGE, "python3", "/tests/egress_origin.py",
+         "/work/origin.pem", "/work/origin.key", "443", "80"]
+    )  # fmt: skip
+    _run(
+        ["docker", "run", "-d", "--name", f"{PREFIX}-proxylab-outside", *common, "--ip",
+         at["outside"], "--dns", at["dns"], "-v", f"{tests}:/tests:ro",
+         "-v", f"{folder}/ca.pem:/test-ca.pem:ro", PROXY_IMAGE, "sleep", "infinity"]
+    )  # fmt: skip
+    wait = (
+        "import socket,sys,time\nend=time.time()+30\nwhile time.time()<end:\n"
+        f"    try: socket.create_connection(({at['origin']!r},443),timeout=1).close()\n"
+        "    except OSError: time.sleep(0.1)\n    else: sys.exit(0)\n"
+        "sys.exit(1)\n"
+    )
+    _run(["docker", "exec", f"{PREFIX}-proxylab-outside", "python3", "-c", wait])
+    return at | {"ca": str(folder / "ca.pem")}
+
+
+def _probe(container: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    argv = ["docker", "exec", container, "python3", "/tests/egress_client.py", json.dumps(spec)]
+    found: dict[str, Any] = json.loads(_run(argv).stdout)
+    if "error" in found or found.get("errors"):
+        why = found.get("error") or found["errors"][:3]
+        raise RuntimeError(f"proxy: probe in {container} failed: {why}")
+    return found
+
+
+def _ansible_module(args: Mapping[str, Any]) -> float:
+    """Wall time of one docker_bottle call through ``ansible`` (ad hoc), which must work."""
+    argv = [
+        str(Path(sys.executable).parent / "ansible"), "localhost", "-i", "localhost,", "-c",
+        "local", "-e", "ansible_python_interpreter=/usr/bin/python3",
+        "-m", "botbottle.bottle.docker_bottle", "-a", json.dumps(args),
+    ]  # fmt: skip
+    env = {
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+        "ANSIBLE_STDOUT_CALLBACK": "json",
+    }
+    start = time.perf_counter()
+    proc = _run(argv, env=env)
+    seconds = time.perf_counter() - start
+    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    if result.get("failed") or "create_proxy" not in result.get("actions", []):
+        raise RuntimeError(f"proxy: docker_bottle did not bring the bottle up: {result}")
+    return seconds
+
+
+def bench_proxy(bench: Bench) -> None:
+    """HTTPS through a bottle's egress proxy (from its agent) against the same origin
+    straight from a container outside any bottle, and what the proxy adds to a
+    started-from-nothing docker_bottle call."""
+    since = len(bench.loads)
+    for image in (IMAGE, PROXY_IMAGE):
+        _run(["docker", "image", "inspect", image])  # both built by the project's roles
+    at = _proxy_lab(bench)
+    routes = [{"host": PROXY_NAME}, {"cidr": f"{at['origin']}/32"}]  # a private origin
+    mounts = [{"source": str(ROOT / "tests"), "target": "/tests", "read_only": True}]
+    extra = {"routes": routes, "trusted_ca": at["ca"], "agent_image": PROXY_IMAGE, "mounts": mounts}
+    steps = ["/usr/bin/python3", str(ROOT / "benchmarks" / "module_steps.py"), PROXY_BOTTLE]
+    steps += [EGRESS, at["dns"]]
+    env = {"PYTHONPATH": str(ROOT / "collections")}
+
+    def module_steps(state: str) -> list[list[Any]]:
+        out = _run([*steps, state, IMAGE, json.dumps(extra)], env=env).stdout.strip()
+        parsed: list[list[Any]] = json.loads(out.splitlines()[-1])
+        return parsed
+
+    args = {
+        "name": PROXY_BOTTLE,
+        "policy": compile_policy({"egress": {"routes": routes}}).to_dict(),
+        "upstream_dns": [at["dns"]],
+        "egress_network": EGRESS,
+        "egress_trusted_ca": at["ca"],
+        "netutils_image": IMAGE,
+        "proxy_image": PROXY_IMAGE,
+        "image": PROXY_IMAGE,
+        "command": ["sleep", "infinity"],
+        "mounts": mounts,
+    }
+    try:
+        module_steps("absent")
+        module_steps("started")  # warm-up (untimed): the proxy code folder, the guard
+        in_process: list[list[list[Any]]] = []
+        through_ansible: list[float] = []
+        for run in range(bench.runs):
+            bench.log(f"proxy bring-up run {run + 1}/{bench.runs}")
+            module_steps("absent")
+            bench.loads.append(load1())
+            in_process.append(module_steps("started"))
+            module_steps("absent")
+            bench.loads.append(load1())
+            through_ansible.append(_ansible_module(args))
+        shown = f'{{{{(index .NetworkSettings.Networks "bottle-{PROXY_BOTTLE}").IPAddress}}}}'
+        proxy_ip = _run(["docker", "inspect", "-f", shown, f"bottle-{PROXY_BOTTLE}-proxy"])
+        proxied_spec = {
+            "kind": "latency", "mode": "proxy", "proxy": f"{proxy_ip.stdout.strip()}:8080",
+            "ca": "/etc/bot-bottle/ca.pem", "authority": f"{PROXY_NAME}:443", **PROXY_LOAD,
+        }  # fmt: skip
+        direct_spec = {
+            "kind": "latency", "mode": "direct", "address": f"{at['origin']}:443",
+            "direct_ca": "/test-ca.pem", "authority": f"{PROXY_NAME}:443", **PROXY_LOAD,
+        }  # fmt: skip
+        proxied: list[dict[str, float]] = []
+        direct: list[dict[str, float]] = []
+        for run in range(bench.runs):
+            bench.log(f"proxy latency run {run + 1}/{bench.runs}")
+            order = [("proxy", f"bottle-{PROXY_BOTTLE}", proxied_spec, proxied)]
+            order.append(("direct", f"{PREFIX}-proxylab-outside", direct_spec, direct))
+            for _, container, spec, into in order if run % 2 == 0 else order[::-1]:
+                bench.loads.append(load1())
+                into.append(latency_figures(_probe(container, spec)))
+        bench.results["proxy"] = {
+            "load_per_run": PROXY_LOAD,
+            "https": proxy_ratios(proxied, direct),
+            "bringup_in_process": proxy_share(in_process),
+            "bringup_ansible_s": summarize(through_ansible),
+            "load1": bench.section_load(since),
+        }
+    finally:
+        module_steps("absent")
+        for name in _proxy_lab_names():
+            _run(["docker", "rm", "-f", name], quiet_fail=True)
+
+
 # --------------------------------------------------------------------------- policy
 
 
@@ -1183,6 +1430,32 @@ def _demo_lines(d: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _proxy_lines(p: Mapping[str, Any]) -> list[str]:
+    lines = []
+    https = p["https"]
+    for key, label in (
+        ("keepalive_p50_ms", "HTTPS GET p50, kept-alive"),
+        ("keepalive_p99_ms", "HTTPS GET p99, kept-alive"),
+        ("new_connection_p50_ms", "HTTPS GET p50, new connection"),
+        ("new_connection_p99_ms", "HTTPS GET p99, new connection"),
+        ("requests_per_s", "HTTPS requests/s"),
+    ):
+        row = https[key]
+        unit = "/s" if key == "requests_per_s" else " ms"
+        lines.append(
+            f"{label}: through the proxy {row['proxy']['median']:.2f}{unit}, direct "
+            f"{row['direct']['median']:.2f}{unit}; ratio {row['ratio']:.2f}"
+        )
+    b = p["bringup_in_process"]
+    lines.append(
+        f"docker_bottle from nothing, in process: {_fmt(b['total_s'])}; the proxy's steps "
+        f"({', '.join(PROXY_STEPS)}) {b['proxy_s']['median']:.2f} s = {b['share']:.0%}; "
+        f"ratio to the rest {b['ratio_to_rest']:.2f}"
+    )
+    lines.append(f"docker_bottle from nothing, through ansible: {_fmt(p['bringup_ansible_s'])}")
+    return lines
+
+
 def table(results: Mapping[str, Any]) -> list[str]:
     """The human-readable summary."""
     lines = []
@@ -1194,6 +1467,8 @@ def table(results: Mapping[str, Any]) -> list[str]:
         lines += _scale_lines(results["scale"])
     if "demo" in results:
         lines += _demo_lines(results["demo"])
+    if "proxy" in results:
+        lines += _proxy_lines(results["proxy"])
     for label, r in results.get("resolver", {}).items():
         if not isinstance(r, dict) or label == "load1":
             continue
@@ -1256,7 +1531,7 @@ def problems(results: Mapping[str, Any]) -> list[str]:
     return found
 
 
-SECTIONS = ("policy", "extends", "bringup", "steps", "scale", "demo", "resolver")
+SECTIONS = ("policy", "extends", "bringup", "steps", "scale", "demo", "resolver", "proxy")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -1322,6 +1597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             "demo": lambda: bench_demo(bench),
             "resolver": lambda: bench_resolver(bench, args.dnsperf_seconds),
+            "proxy": lambda: bench_proxy(bench),
         }
         report: dict[str, Any] = {
             "machine": machine(),

@@ -332,6 +332,125 @@ def probe_bench(probe: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def probe_env(probe: dict[str, Any]) -> dict[str, Any]:
+    """What an ordinary client does with nothing but the process's environment: urllib
+    takes the proxy from ``HTTPS_PROXY``/``HTTP_PROXY`` and the default TLS context the
+    trust store (``SSL_CERT_FILE``, the system bundle). No proxy or CA is passed here."""
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    responses: list[dict[str, Any]] = []
+    for url in probe["urls"]:
+        try:
+            with urllib.request.urlopen(url, timeout=TIMEOUT) as answer:
+                body = answer.read().decode("utf-8", "replace")
+                response: dict[str, Any] = {"status": answer.status, "body": body}
+        except urllib.error.HTTPError as exc:
+            response = {
+                "status": exc.code,
+                "headers": [(k.lower(), v) for k, v in exc.headers.items()],
+                "body": exc.read().decode("utf-8", "replace"),
+            }
+        except (OSError, ValueError) as exc:
+            responses.append({"error": f"{type(exc).__name__}: {exc}"})
+            continue
+        with contextlib.suppress(ValueError):
+            response["echo"] = json.loads(response["body"])
+        responses.append(response)
+    return {"responses": responses, "proxies": urllib.request.getproxies()}
+
+
+def probe_tcp(probe: dict[str, Any]) -> dict[str, Any]:
+    """A bare TCP connection to ``address`` (no proxy): did it open, and if not, how it
+    failed and how long that took."""
+    host, port = probe["address"].rsplit(":", 1)
+    start = time.monotonic()
+    try:
+        socket.create_connection((host, int(port)), timeout=float(probe.get("timeout", 3))).close()
+    except OSError as exc:
+        return {
+            "connected": False,
+            "error": f"{type(exc).__name__}: {exc}",
+            "seconds": round(time.monotonic() - start, 3),
+        }
+    return {"connected": True, "seconds": round(time.monotonic() - start, 3)}
+
+
+def probe_latency(probe: dict[str, Any]) -> dict[str, Any]:
+    """Raw timings for the benchmark (the runner computes the figures): ``count`` HTTPS
+    GETs on one kept-alive connection and ``new`` GETs each on a new connection, then
+    ``threads`` kept-alive connections sending GETs for ``seconds`` (requests/s).
+    ``mode`` ``proxy``: CONNECT through ``proxy`` with ``ca``; ``direct``: straight to
+    ``address`` with ``direct_ca``. Samples are in seconds."""
+    import threading  # noqa: PLC0415
+
+    host = probe["authority"].rsplit(":", 1)[0]
+    request = f"GET /bench HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+
+    def opener() -> ssl.SSLSocket:
+        if probe["mode"] == "proxy":
+            sock, answer = _connect(probe)
+            if answer["status"] != 200:
+                raise ConnectionError(f"CONNECT answered {answer['status']}: {answer['body']}")
+            return _wrap(sock, probe, ["http/1.1"])
+        addr, port = probe["address"].rsplit(":", 1)
+        sock = socket.create_connection((addr, int(port)), timeout=TIMEOUT)
+        context = _tls_context({**probe, "ca": probe["direct_ca"]}, ["http/1.1"])
+        return context.wrap_socket(sock, server_hostname=host)
+
+    def one(stream: ssl.SSLSocket, reader: Any) -> None:
+        stream.sendall(request)
+        status = _read_response(reader)["status"]
+        if status != 200:
+            raise ConnectionError(f"the origin answered {status}")
+
+    stream = opener()
+    reader = stream.makefile("rb")
+    one(stream, reader)  # warm-up
+    keepalive = []
+    for _ in range(int(probe["count"])):
+        start = time.perf_counter()
+        one(stream, reader)
+        keepalive.append(time.perf_counter() - start)
+    stream.close()
+    new = []
+    for _ in range(int(probe.get("new", 0))):
+        start = time.perf_counter()
+        stream = opener()
+        one(stream, stream.makefile("rb"))
+        new.append(time.perf_counter() - start)
+        stream.close()
+    counts: list[int] = []
+    errors: list[str] = []
+    streams = [opener() for _ in range(int(probe.get("threads", 0)))]
+    deadline = time.perf_counter() + float(probe.get("seconds", 0))
+
+    def load(stream: ssl.SSLSocket) -> None:
+        done, reader = 0, stream.makefile("rb")
+        try:
+            while time.perf_counter() < deadline:
+                one(stream, reader)
+                done += 1
+        except (OSError, ConnectionError, ValueError) as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+        counts.append(done)
+        stream.close()
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=load, args=(s,)) for s in streams]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    return {
+        "keepalive_s": keepalive,
+        "new_connection_s": new,
+        "load": {"requests": sum(counts), "seconds": elapsed, "threads": len(streams)},
+        "errors": errors,
+    }
+
+
 PROBES = {
     "https": probe_https,
     "plain": probe_plain,
@@ -340,6 +459,9 @@ PROBES = {
     "raw": probe_raw,
     "direct": probe_direct,
     "bench": probe_bench,
+    "env": probe_env,
+    "tcp": probe_tcp,
+    "latency": probe_latency,
 }
 
 if __name__ == "__main__":

@@ -10,12 +10,15 @@ from typing import Any
 import pytest
 from benchmarks.bench import (
     anatomy,
+    latency_figures,
     load_events,
     parse_artifacts,
     parse_changes,
     parse_dnsperf,
     percentile,
     problems,
+    proxy_ratios,
+    proxy_share,
     ratio,
     rename_extends,
     status_rows,
@@ -260,3 +263,43 @@ def test_extends_rows_name_the_sizes_and_ratios() -> None:
     assert lines[0].endswith("per-level ratio to 20 deep 0.10")
     assert lines[1].startswith("validate a 20-level extends diamond")
     assert lines[2].startswith("refuse a 300-deep extends chain")
+
+
+def test_proxy_figures_ratios_and_the_bringup_share() -> None:
+    """Section ``proxy``: percentiles in ms and requests/s from a latency probe's raw
+    samples, each figure's ratio through the proxy to direct, and the proxy's steps
+    of a docker_bottle call against the rest of that call."""
+    raw = {
+        "keepalive_s": [i / 1000 for i in range(1, 101)],
+        "new_connection_s": [0.01, 0.02, 0.03],
+        "load": {"requests": 500, "seconds": 2.0, "threads": 8},
+    }
+    figures = latency_figures(raw)
+    assert figures["keepalive_p50_ms"] == pytest.approx(50.0)
+    assert figures["keepalive_p99_ms"] == pytest.approx(99.0)
+    assert figures["new_connection_p50_ms"] == pytest.approx(20.0)
+    assert figures["requests_per_s"] == 250.0
+    slower = {k: v * 2 for k, v in figures.items()}
+    ratios = proxy_ratios([slower, slower], [figures, figures])
+    assert ratios["keepalive_p50_ms"]["ratio"] == pytest.approx(2.0)
+    assert ratios["requests_per_s"]["proxy"]["median"] == 500.0
+    run = [["write_files", 0.1], ["make_ca", 0.2], ["create_proxy", 0.3], ["wait_proxy", 0.5]]
+    share = proxy_share([[*run, ["total", 2.0]], [*run, ["total", 3.0]]])
+    assert share["proxy_s"]["median"] == pytest.approx(1.0)
+    assert share["rest_s"]["median"] == pytest.approx(1.5)
+    assert share["ratio_to_rest"] == pytest.approx(2.5 / 1.5)
+    assert share["share"] == pytest.approx(1.0 / 2.5)
+    assert share["steps_s"]["wait_proxy"]["median"] == 0.5
+    lines = table(
+        {
+            "proxy": {
+                "https": ratios,
+                "bringup_in_process": share,
+                "bringup_ansible_s": summarize([4.0]),
+            }
+        }
+    )
+    assert lines[0].startswith("HTTPS GET p50, kept-alive: through the proxy 100.00 ms")
+    assert lines[0].endswith("ratio 2.00")
+    assert "the proxy's steps (make_ca, create_proxy, wait_proxy) 1.00 s = 40%" in lines[5]
+    assert lines[6].startswith("docker_bottle from nothing, through ansible: 4.000 s")
