@@ -1,7 +1,8 @@
 """A fake upstream DNS server for tests: answers every name, logs every query.
 
 It stands in for the internet's resolvers so that no test query ever leaves the
-machine. Every A query gets 192.0.2.1 (TEST-NET-1), AAAA 2001:db8::1, TXT/NULL/
+machine. Every A query gets 192.0.2.1 (TEST-NET-1, or the ``a_record`` given to
+:func:`serve`: a test-owned origin's address), AAAA 2001:db8::1, TXT/NULL/
 MX/CNAME a fixed record; each query is appended to the log file as
 ``<transport> <qtype> <name>``. Run: ``python3 fake_upstream.py HOST PORT LOG``
 (UDP and TCP on the same port). Needs ``dnslib``.
@@ -28,6 +29,7 @@ _ANSWERS = {
 
 class _State:
     log: Path
+    a_record = A("192.0.2.1")
     lock = threading.Lock()
 
 
@@ -62,7 +64,7 @@ def _answer(data: bytes, transport: str) -> bytes:
     qtype = request.q.qtype
     with _State.lock, _State.log.open("a", encoding="utf-8") as handle:
         handle.write("{} {} {}\n".format(transport, QTYPE.get(qtype), qname.rstrip(".")))
-    for rtype, rdata in _ANSWERS.items():
+    for rtype, rdata in {**_ANSWERS, QTYPE.A: _State.a_record}.items():
         if qtype in (rtype, QTYPE.ANY):
             reply.add_answer(RR(qname, rtype, rdata=rdata, ttl=60))
     return bytes(reply.pack())
@@ -98,12 +100,16 @@ class _ThreadingTCP(socketserver.ThreadingMixIn, socketserver.TCPServer):
     allow_reuse_address = True
 
 
-def serve(host: str, port: int, log: Path) -> tuple[int, list[socketserver.BaseServer]]:
-    """Start UDP and TCP servers on one port (0: any free one) in daemon threads.
+def serve(
+    host: str, port: int, log: Path, a_record: str = "192.0.2.1"
+) -> tuple[int, list[socketserver.BaseServer]]:
+    """Start UDP and TCP servers on one port (0: any free one) in daemon threads;
+    every A query is answered with ``a_record``.
 
     Returns the port and the servers (call ``shutdown()`` on each to stop).
     """
     _State.log = log
+    _State.a_record = A(a_record)
     log.touch()
     for _attempt in range(20):
         udp = _ThreadingUDP((host, port), _UDP)

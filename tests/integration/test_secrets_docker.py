@@ -87,7 +87,10 @@ def test_no_secret_in_artifacts_state_or_output(setup: tuple[Path, Path, Path]) 
         ("audit", NAME, "-i", str(inventory)),
     ):
         proc = run(artifacts, *args)
-        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        # verify may be inconclusive (3): the allowed host has no origin here, so the
+        # proxy checks' positive control cannot pass; this test is about secrets
+        allowed = (0, 3) if args[0] == "verify" else (0,)
+        assert proc.returncode in allowed, (args, proc.stdout, proc.stderr)
         outputs.append(proc.stdout + proc.stderr)
     # positive control: the agent holds both values, so they did pass through the run
     env = _docker("exec", f"bottle-{NAME}", "env").stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -14,17 +15,30 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._probe import (
     HOST,
     NEIGHBOUR,
     PROBE_LABEL,
+    PROXY_ALLOWED,
+    PROXY_DIRECT,
+    PROXY_LITERAL,
+    PROXY_MISMATCH,
     BottleSpec,
+    Check,
+    ProxyFacts,
     Result,
     Target,
     capability_check,
     evaluate,
     failure_message,
     host_verdict,
+    is_proxy_check,
     parse_bottles,
+    parse_proxy_output,
     parse_server,
     plan_checks,
+    plan_proxy_checks,
     probe_names,
+    proxy_facts,
+    proxy_host,
+    proxy_outcomes,
+    proxy_run_argv,
     random_label,
     report_rows,
     summary,
@@ -516,3 +530,258 @@ def test_the_rolled_up_summary_is_the_modules() -> None:
         "leak": 0,
         "inconclusive": 0,
     }
+
+
+# --------------------------------------------------------------------------- egress proxy
+
+PROXY_CHECKS = (PROXY_ALLOWED, PROXY_MISMATCH, PROXY_DIRECT, PROXY_LITERAL)
+LABEL = random_label(ENTROPY)
+
+
+def _proxy_plan(
+    policy: Any = POLICY, **kwargs: Any
+) -> tuple[dict[str, Check], dict[str, Any], list[Check]]:
+    checks, spec = plan_proxy_checks(
+        policy, label=LABEL, proxy="10.9.0.5:8080", resolver="10.9.0.3", **kwargs
+    )
+    return {c.name: c for c in checks}, spec, checks
+
+
+def _client_output(**overrides: Any) -> dict[str, Any]:
+    """What the proxy client prints for a sealed bottle (api.example.com at 198.51.100.7)."""
+    out: dict[str, Any] = {
+        "resolved": {"outcome": "answer", "rcode": "NOERROR", "addresses": ["198.51.100.7"]},
+        "allowed": {"outcome": "response", "status": 200, "rule": ""},
+        "mismatch": {"outcome": "response", "status": 421, "rule": "host-mismatch"},
+        "direct": {"address": "198.51.100.7", "outcome": "timeout"},
+        "literals": [
+            {"address": "198.51.100.7", "outcome": "connect-refused", "status": 403,
+             "rule": "ip-not-covered"},
+            {"address": "192.0.2.1", "outcome": "connect-refused", "status": 403,
+             "rule": "ip-not-covered"},
+        ],
+    }  # fmt: skip
+    out.update(overrides)
+    return out
+
+
+def _proxy_verdicts(checks: list[Check], output: dict[str, Any]) -> dict[str, Result]:
+    return {r.name: r for r in evaluate(checks, proxy_outcomes(checks, output), {})}
+
+
+def test_the_proxy_checks_reach_the_first_exact_route_and_front_an_unlisted_name() -> None:
+    by_name, spec, checks = _proxy_plan()
+    assert [c.name for c in checks] == list(PROXY_CHECKS)  # the control first
+    assert all(is_proxy_check(c) for c in checks)
+    assert not any(is_proxy_check(c) for c in plan_checks(POLICY, entropy=ENTROPY))
+    assert spec["host"] == "api.example.com" and spec["port"] == 443
+    assert spec["proxy"] == "10.9.0.5:8080" and spec["resolver"] == "10.9.0.3"
+    assert spec["ca"] == "/etc/bot-bottle/ca.pem"
+    assert spec["other"] == unlisted_name(POLICY, LABEL)
+    assert not allows_name(POLICY, spec["other"])
+    assert spec["path"] == f"/{LABEL}"  # the proxy's log tells the verifier's requests
+    # every attack depends on the allowed host answering through the proxy
+    for name in PROXY_CHECKS[1:]:
+        assert by_name[name].control_check == PROXY_ALLOWED
+    assert by_name[PROXY_MISMATCH].rules == ("host-mismatch",)
+    assert "ip-not-covered" in by_name[PROXY_LITERAL].rules
+    assert spec["timeout"] == 2.0
+    # the documentation address a cidr route covers is not the fallback literal
+    assert spec["literals"] == ["192.0.2.1"]
+    assert by_name[PROXY_LITERAL].covered == ("203.0.113.0/24",)
+
+
+def test_a_covered_fallback_literal_is_skipped() -> None:
+    policy = build_policy(["api.example.com"], [], ["192.0.2.0/24"])
+    _by_name, spec, _checks = _proxy_plan(policy)
+    assert spec["literals"] == ["198.51.100.1"]
+
+
+def test_wildcard_only_bottles_reach_www_below_the_zone_and_cidr_only_bottles_get_none() -> None:
+    _by_name, spec, checks = _proxy_plan(build_policy([], ["cdn.example"], []))
+    assert spec["host"] == "www.cdn.example" and len(checks) == 4
+    assert proxy_host(build_policy([], [], ["203.0.113.0/24"])) == ""
+    assert plan_proxy_checks(
+        build_policy([], [], ["203.0.113.0/24"]), label=LABEL, proxy="", resolver=""
+    ) == ([], {})
+
+
+def test_a_sealed_proxy_passes_all_four_checks() -> None:
+    _by_name, _spec, checks = _proxy_plan()
+    results = _proxy_verdicts(checks, _client_output())
+    assert {n: r.verdict for n, r in results.items()} == dict.fromkeys(PROXY_CHECKS, "pass")
+    assert results[PROXY_ALLOWED].observed == "HTTP 200"
+    assert results[PROXY_MISMATCH].observed == "refused by the proxy: host-mismatch (HTTP 421)"
+    assert results[PROXY_DIRECT].observed == "timeout to 198.51.100.7"
+    assert results[PROXY_LITERAL].observed == (
+        "CONNECT 198.51.100.7 refused: ip-not-covered (HTTP 403)"
+    )
+    assert results[PROXY_MISMATCH].evidence["control"] == f"check {PROXY_ALLOWED}: pass"
+
+
+@pytest.mark.parametrize(
+    ("key", "outcome", "leaking"),
+    [
+        ("mismatch", {"outcome": "response", "status": 200, "rule": ""}, PROXY_MISMATCH),
+        ("direct", {"address": "198.51.100.7", "outcome": "connected"}, PROXY_DIRECT),
+        (
+            "literals",
+            [{"address": "198.51.100.7", "outcome": "tunnel", "status": 200, "rule": ""}],
+            PROXY_LITERAL,
+        ),
+    ],
+)
+def test_an_attack_that_gets_through_is_a_leak_even_when_the_control_failed(
+    key: str, outcome: Any, leaking: str
+) -> None:
+    _by_name, _spec, checks = _proxy_plan()
+    for allowed in ("response", "tls-failed"):
+        control = {"outcome": allowed, "status": 200, "rule": ""}
+        results = _proxy_verdicts(checks, _client_output(**{key: outcome, "allowed": control}))
+        assert results[leaking].verdict == "leak"
+        others = {r.verdict for n, r in results.items() if n not in (leaking, PROXY_ALLOWED)}
+        assert others == ({"pass"} if allowed == "response" else {"inconclusive"})
+
+
+@pytest.mark.parametrize(
+    "allowed",
+    [
+        {"outcome": "response", "status": 403, "rule": "private-answer"},  # refused by the proxy
+        {"outcome": "connect-refused", "status": 502, "rule": "no-address"},
+        {"outcome": "tls-failed", "error": "SSLCertVerificationError: ..."},
+        {"outcome": "proxy-unreachable", "error": "TimeoutError: timed out"},
+    ],
+)
+def test_a_failed_control_makes_every_refused_attack_inconclusive(allowed: Any) -> None:
+    _by_name, _spec, checks = _proxy_plan()
+    results = _proxy_verdicts(checks, _client_output(allowed=allowed))
+    assert {r.verdict for r in results.values()} == {"inconclusive"}
+
+
+def test_a_refusal_for_another_reason_proves_nothing() -> None:
+    _by_name, _spec, checks = _proxy_plan()
+    output = _client_output(
+        mismatch={"outcome": "response", "status": 403, "rule": "no-route-match"},
+        literals=[{"address": "198.51.100.7", "outcome": "connect-refused", "status": 407}],
+        direct={"address": "198.51.100.7", "outcome": "error", "error": "OSError"},
+    )
+    results = _proxy_verdicts(checks, output)
+    assert results[PROXY_ALLOWED].verdict == "pass"
+    for name in PROXY_CHECKS[1:]:
+        assert results[name].verdict == "inconclusive", name
+
+
+def test_a_missing_client_output_is_inconclusive() -> None:
+    _by_name, _spec, checks = _proxy_plan()
+    results = _proxy_verdicts(checks, {})
+    assert {r.verdict for r in results.values()} == {"inconclusive"}
+    assert results[PROXY_ALLOWED].observed == "missing"
+
+
+def test_an_address_a_cidr_route_covers_is_neither_bypass_nor_literal() -> None:
+    _by_name, _spec, checks = _proxy_plan()
+    output = _client_output(
+        direct={"address": "203.0.113.9", "outcome": "connected"},
+        literals=[
+            {"address": "203.0.113.9", "outcome": "tunnel", "status": 200, "rule": ""},
+            {"address": "192.0.2.1", "outcome": "connect-refused", "status": 403,
+             "rule": "ip-not-covered"},
+        ],
+    )  # fmt: skip
+    results = _proxy_verdicts(checks, output)
+    assert results[PROXY_DIRECT].verdict == "pass"
+    assert results[PROXY_DIRECT].observed == "203.0.113.9 is inside cidr route 203.0.113.0/24"
+    assert results[PROXY_LITERAL].verdict == "pass"
+    assert results[PROXY_LITERAL].observed.startswith("CONNECT 192.0.2.1 refused")
+
+
+def _inspected(**agent: Any) -> list[dict[str, Any]]:
+    base = {
+        "Name": "/bottle-web",
+        "HostConfig": {"NetworkMode": "container:abc123"},
+        "Config": {"Env": ["HOME=/root", "HTTPS_PROXY=http://10.9.0.5:8080", "X=y=z"]},
+        "Mounts": [
+            {"Source": "/srv/web/resolv.conf", "Destination": "/etc/resolv.conf"},
+            {"Source": "/srv/web/ca/cert.pem", "Destination": "/etc/bot-bottle/ca.pem"},
+        ],
+        "State": {"Running": True},
+    }
+    base.update(agent)
+    proxy = {"Name": "/bottle-web-proxy", "Image": "sha256:beef", "State": {"Running": True}}
+    return [base, proxy]
+
+
+def test_proxy_facts_come_from_the_agents_own_settings() -> None:
+    facts = proxy_facts(_inspected(), "bottle-web", "bottle-web-proxy")
+    assert facts == ProxyFacts(
+        network="container:abc123",
+        proxy="10.9.0.5:8080",
+        ca_source="/srv/web/ca/cert.pem",
+        image="sha256:beef",
+    )
+
+
+def test_proxy_facts_name_every_reason_the_client_cannot_run() -> None:
+    rows = _inspected(HostConfig={"NetworkMode": "bridge"}, Config={"Env": []}, Mounts=[])
+    facts = proxy_facts(rows[:1], "bottle-web", "bottle-web-proxy")
+    assert facts.problem == (
+        "the agent's network mode is bridge, not a holder's; the agent has no HTTPS_PROXY of "
+        "the form http://ADDRESS:PORT; the agent has no bottle CA mounted at "
+        "/etc/bot-bottle/ca.pem; no egress proxy container bottle-web-proxy"
+    )
+    stopped = _inspected()
+    stopped[1]["State"] = {"Running": False}
+    assert proxy_facts(stopped, "bottle-web", "bottle-web-proxy").problem == (
+        "the egress proxy bottle-web-proxy is not running"
+    )
+    assert proxy_facts([], "bottle-web", "p").problem == "no agent container bottle-web"
+
+
+def test_the_client_runs_once_unprivileged_in_the_agents_namespace() -> None:
+    facts = proxy_facts(_inspected(), "bottle-web", "bottle-web-proxy")
+    _by_name, spec, _checks = _proxy_plan()
+    argv = proxy_run_argv(facts, "web", spec, "print(1)")
+    assert argv[:3] == ["docker", "run", "--rm"]
+    joined = " ".join(argv)
+    assert "--network container:abc123" in joined
+    assert "--cap-drop ALL" in joined and "--read-only" in joined
+    assert "--security-opt no-new-privileges:true" in joined
+    assert "--user 65532:65532" in joined and "--pull never" in joined
+    assert (
+        "--mount type=bind,source=/srv/web/ca/cert.pem,target=/etc/bot-bottle/ca.pem,readonly"
+        in joined
+    )
+    assert "--privileged" not in argv and "--cap-add" not in argv
+    assert argv[-5:-1] == ["sha256:beef", "-I", "-c", "print(1)"]
+    assert json.loads(argv[-1]) == spec
+
+
+def test_the_clients_output_is_its_last_json_line() -> None:
+    assert parse_proxy_output('noise\n{"allowed": {}}\n') == {"allowed": {}}
+    with pytest.raises(ValueError, match="no JSON object"):
+        parse_proxy_output("Traceback ...\n")
+
+
+def test_a_proxy_leak_says_to_create_the_proxy_anew() -> None:
+    row = {
+        "bottle": "web",
+        "verdict": "leak",
+        "leaks": [PROXY_MISMATCH],
+        "results": [_check(PROXY_MISMATCH, "leak")],
+    }
+    message = failure_message(row, "h1")
+    assert "docker rm -f bottle-web-proxy" in message and "reloads its rules" not in message
+    row["leaks"] = [PROXY_LITERAL, "gateway-udp"]
+    assert "and reloads its rules" in failure_message(row, "h1")
+
+
+def test_an_undecided_proxy_control_says_what_the_allowed_host_answered() -> None:
+    row = {
+        "bottle": "web",
+        "verdict": "inconclusive",
+        "inconclusive": [PROXY_ALLOWED, PROXY_MISMATCH],
+        "results": [{"name": PROXY_ALLOWED, "verdict": "inconclusive", "observed": "tls-failed"}],
+    }
+    message = failure_message(row, "h1")
+    assert "did not answer through the egress proxy (tls-failed)" in message
+    assert "bottle_verify_resolvers" not in message

@@ -14,6 +14,13 @@ bottle's network) that must reach the target, or an earlier check in the bottle.
 - ``inconclusive``: the control failed, or the outcome proves nothing either
   way. Never counted as a pass.
 
+Docker bottles also get four checks of their egress proxy (:func:`plan_proxy_checks`),
+run by a client (``_proxy_check.py``) in a throw-away container that joins the agent's
+network namespace (:func:`proxy_run_argv`): the allowed host answers through the proxy
+(the positive control of the other three), a direct connection to its address around
+the proxy fails, a request whose Host is not its SNI is refused (``host-mismatch``),
+and a CONNECT to an IP literal is refused (``ip-not-covered``).
+
 One check is not about the network: ``capabilities`` reads the capability sets of
 the bottle's PID 1 (the agent's init or command) and of the probe itself (a process started
 in the bottle) from ``/proc``. Any capability outside the runtime allowlist
@@ -28,11 +35,19 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.botbottle.bottle.plugins.module_utils._egress import (
+    AGENT_CA_FILE,
+    HOST_MISMATCH,
+    IP_NOT_COVERED,
+    NEVER_REACHED,
+    PROXY_UID,
+)
 from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     EgressPolicy,
     allows_name,
@@ -98,6 +113,10 @@ class Check:
     control_spec: str = ""
     control_check: str = ""
     ipv6: bool = False
+    #: proxy checks: the refusal rules that pass (``refused-by-proxy``) and the
+    #: ``cidr`` routes whose addresses the bottle may reach (no bypass, no literal)
+    rules: tuple[str, ...] = ()
+    covered: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -423,6 +442,20 @@ def evaluate(
             evidence["control"] = f"from the {check.control_where}: {_observed(control)}"
         else:
             control_ok = True
+        if is_proxy_check(check):
+            verdict = _judge_proxy(check, outcome, control_ok)
+            verdicts[check.name] = verdict
+            results.append(
+                Result(
+                    check.name,
+                    check.description,
+                    check.expect,
+                    _proxy_observed(outcome),
+                    verdict,
+                    evidence,
+                )
+            )
+            continue
         verdict = _judge(check, outcome, control_ok)
         if verdict == PASS and check.ipv6 and outcome.get("outcome") == "unreachable":
             evidence["note"] = "no IPv6 route inside the bottle"
@@ -453,6 +486,297 @@ def summary(results: Sequence[Result]) -> dict[str, int]:
     return counts
 
 
+# --------------------------------------------------------------------------- egress proxy
+
+#: The proxy checks, in the order the client runs them (the control first).
+PROXY_ALLOWED = "proxy-allowed-host"
+PROXY_MISMATCH = "proxy-host-mismatch"
+PROXY_DIRECT = "proxy-direct-egress"
+PROXY_LITERAL = "proxy-ip-literal"
+#: What they expect.
+REACHES_THROUGH_PROXY = "reaches-through-proxy"
+REFUSED_BY_PROXY = "refused-by-proxy"
+BLOCKED_AROUND_PROXY = "blocked-around-proxy"
+_PROXY_EXPECTS = frozenset({REACHES_THROUGH_PROXY, REFUSED_BY_PROXY, BLOCKED_AROUND_PROXY})
+#: IP literals for the literal CONNECT when the allowed host's own address is covered
+#: by a ``cidr`` route (documentation ranges, RFC 5737: nothing answers there).
+_LITERAL_FALLBACKS = ("192.0.2.1", "198.51.100.1", "203.0.113.1")
+_HTTPS_PORT = 443
+
+
+def is_proxy_check(check: Check) -> bool:
+    """Is ``check`` one of the proxy checks (run by the proxy client, not the probe)?"""
+    return check.expect in _PROXY_EXPECTS
+
+
+def proxy_host(policy: EgressPolicy) -> str:
+    """The allowed host the proxy checks reach: the first exact route; for a bottle
+    with wildcard routes only, ``www.`` below its first zone (the compiler must allow
+    it); ``""`` when the bottle has no host route (cidr routes only: no proxy checks)."""
+    if policy.exact_hosts:
+        return policy.exact_hosts[0]
+    for zone in policy.wildcard_zones:
+        name = f"www.{zone}"
+        if allows_name(policy, name):
+            return name
+    return ""
+
+
+def _covering(covered: Sequence[str], address: str) -> str:
+    """The first of ``covered`` (cidr routes) that holds ``address``, or ``""``."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return ""
+    for cidr in covered:
+        network = ipaddress.ip_network(cidr)
+        if ip.version == network.version and ip in network:
+            return cidr
+    return ""
+
+
+def plan_proxy_checks(
+    policy: EgressPolicy,
+    *,
+    label: str,
+    proxy: str,
+    resolver: str,
+    timeout_ms: int = 2000,
+) -> tuple[list[Check], dict[str, Any]]:
+    """The four proxy checks of a Docker bottle, and the proxy client's spec (its JSON
+    argument). ``proxy`` is ``ADDRESS:PORT`` as the agent's ``HTTPS_PROXY`` names it,
+    ``resolver`` the bottle resolver's address (either may be ``""`` when unknown: the
+    checks are still listed, and inconclusive). No host route: no checks.
+
+    The fronting Host is an unlisted name below ``label``; the request path is
+    ``/<label>`` (the proxy's log shows it, so the verifier's requests can be told
+    from the agent's)."""
+    host = proxy_host(policy)
+    if not host:
+        return [], {}
+    other = unlisted_name(policy, label)
+    covered = tuple(policy.cidrs)
+    fallbacks = [a for a in _LITERAL_FALLBACKS if not _covering(covered, a)]
+    via = proxy or "the agent's proxy"
+    where = f"{host}:{_HTTPS_PORT}"
+    checks = [
+        Check(
+            PROXY_ALLOWED,
+            REACHES_THROUGH_PROXY,
+            f"https {where} via {via}",
+            f"the allowed host {host} answers through the egress proxy, TLS verified against "
+            "the bottle CA (positive control)",
+        ),
+        Check(
+            PROXY_MISMATCH,
+            REFUSED_BY_PROXY,
+            f"https {where} via {via} with Host {other}",
+            f"a request with SNI {host} and another Host is refused by the proxy",
+            control_check=PROXY_ALLOWED,
+            rules=(HOST_MISMATCH,),
+        ),
+        Check(
+            PROXY_DIRECT,
+            BLOCKED_AROUND_PROXY,
+            f"tcp <address of {host}> {_HTTPS_PORT}",
+            f"no direct TCP connection to {host}'s address, around the proxy",
+            control_check=PROXY_ALLOWED,
+            covered=covered,
+        ),
+        Check(
+            PROXY_LITERAL,
+            REFUSED_BY_PROXY,
+            f"CONNECT <address of {host}>:{_HTTPS_PORT} via {via}",
+            "a CONNECT to an IP literal no cidr route covers is refused by the proxy",
+            control_check=PROXY_ALLOWED,
+            rules=(IP_NOT_COVERED, NEVER_REACHED),
+            covered=covered,
+        ),
+    ]
+    spec = {
+        "proxy": proxy,
+        "ca": AGENT_CA_FILE,
+        "resolver": resolver,
+        "host": host,
+        "port": _HTTPS_PORT,
+        "other": other,
+        "path": f"/{label}",
+        "literals": fallbacks[:1],
+        "timeout": max(timeout_ms, 100) / 1000,
+    }
+    return checks, spec
+
+
+@dataclass(frozen=True)
+class ProxyFacts:
+    """What the proxy client needs from Docker about one bottle: the agent's network
+    mode (``container:<holder>``), its proxy (``ADDRESS:PORT`` from ``HTTPS_PROXY``),
+    the host file mounted as its CA, and the proxy container's image (which has
+    Python). ``problem`` says why the client cannot run (then the checks are
+    inconclusive)."""
+
+    network: str = ""
+    proxy: str = ""
+    ca_source: str = ""
+    image: str = ""
+    problem: str = ""
+
+
+def _env_value(env: Any, key: str) -> str:
+    for item in env if isinstance(env, list) else []:
+        name, sep, value = str(item).partition("=")
+        if sep and name == key:
+            return value
+    return ""
+
+
+def proxy_facts(rows: Sequence[Mapping[str, Any]], agent: str, proxy: str) -> ProxyFacts:
+    """:class:`ProxyFacts` from ``docker container inspect AGENT PROXY`` (either may be
+    missing from ``rows``)."""
+    by_name = {str(r.get("Name", "")).lstrip("/"): r for r in rows if isinstance(r, Mapping)}
+    found = by_name.get(agent)
+    if found is None:
+        return ProxyFacts(problem=f"no agent container {agent}")
+    network = str((found.get("HostConfig") or {}).get("NetworkMode") or "")
+    url = _env_value((found.get("Config") or {}).get("Env"), "HTTPS_PROXY")
+    address = re.fullmatch(r"http://(\d{1,3}(?:\.\d{1,3}){3}:\d{1,5})/?", url)
+    mounts = found.get("Mounts") or []
+    ca_source = next(
+        (
+            str(m.get("Source"))
+            for m in mounts
+            if isinstance(m, Mapping) and m.get("Destination") == AGENT_CA_FILE
+        ),
+        "",
+    )
+    seen = by_name.get(proxy)
+    image = str(seen.get("Image") or "") if seen is not None else ""
+    problems = []
+    if not network.startswith("container:"):
+        problems.append(f"the agent's network mode is {network or 'unknown'}, not a holder's")
+    if address is None:
+        problems.append("the agent has no HTTPS_PROXY of the form http://ADDRESS:PORT")
+    if not ca_source:
+        problems.append(f"the agent has no bottle CA mounted at {AGENT_CA_FILE}")
+    if seen is None:
+        problems.append(f"no egress proxy container {proxy}")
+    elif not (seen.get("State") or {}).get("Running"):
+        problems.append(f"the egress proxy {proxy} is not running")
+    return ProxyFacts(
+        network=network,
+        proxy=address.group(1) if address else "",
+        ca_source=ca_source,
+        image=image,
+        problem="; ".join(problems),
+    )
+
+
+def proxy_run_argv(
+    facts: ProxyFacts, bottle: str, spec: Mapping[str, Any], source: str
+) -> list[str]:
+    """The one ``docker run`` of the proxy client for a bottle: in the agent's network
+    namespace, the proxy's image (its Python), no capability, read-only, the proxy's
+    unprivileged user, the bottle CA read-only at the agent's path; removed when done."""
+    return [
+        "docker",
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--network",
+        facts.network,
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges:true",
+        "--read-only",
+        "--user",
+        f"{PROXY_UID}:{PROXY_UID}",
+        "--log-driver",
+        "none",
+        "--label",
+        f"botbottle.verify={bottle}",
+        "--mount",
+        f"type=bind,source={facts.ca_source},target={AGENT_CA_FILE},readonly",
+        "--entrypoint",
+        "python3",
+        facts.image,
+        "-I",
+        "-c",
+        source,
+        json.dumps(dict(spec), sort_keys=True),
+    ]
+
+
+def parse_proxy_output(stdout: str) -> dict[str, Any]:
+    """The client's one JSON object (the last line that is one); ValueError if none."""
+    for raw in reversed(stdout.splitlines()):
+        line = raw.strip()
+        if line.startswith("{"):
+            value = json.loads(line)
+            if isinstance(value, dict):
+                return value
+    raise ValueError("the proxy client printed no JSON object")
+
+
+def proxy_outcomes(checks: Sequence[Check], output: Mapping[str, Any]) -> dict[str, Any]:
+    """Each proxy check's outcome from the client's output. The literal check takes
+    the first CONNECT whose address no cidr route covers; the bypass check's address
+    when a route covers it is ``allowed-by-route`` (reaching it is the policy)."""
+    outcomes: dict[str, Any] = {}
+    keys = {PROXY_ALLOWED: "allowed", PROXY_MISMATCH: "mismatch", PROXY_DIRECT: "direct"}
+    for check in checks:
+        if check.name in keys:
+            found = output.get(keys[check.name])
+            outcome = dict(found) if isinstance(found, Mapping) else {"outcome": "missing"}
+            route = _covering(check.covered, str(outcome.get("address", "")))
+            if check.name == PROXY_DIRECT and route:
+                outcome = {**outcome, "outcome": "allowed-by-route", "route": route}
+            outcomes[check.name] = outcome
+        elif check.name == PROXY_LITERAL:
+            tried = [t for t in output.get("literals") or [] if isinstance(t, Mapping)]
+            chosen = next(
+                (dict(t) for t in tried if not _covering(check.covered, str(t.get("address")))),
+                {"outcome": "missing"},
+            )
+            outcomes[check.name] = chosen
+    return outcomes
+
+
+def _proxy_observed(outcome: Mapping[str, Any]) -> str:
+    state = str(outcome.get("outcome", "missing"))
+    rule = outcome.get("rule")
+    status = outcome.get("status")
+    address = f" {outcome['address']}" if outcome.get("address") else ""
+    if state == "response":
+        return f"refused by the proxy: {rule} (HTTP {status})" if rule else f"HTTP {status}"
+    if state == "connect-refused":
+        return f"CONNECT{address} refused: {rule or 'no rule named'} (HTTP {status})"
+    if state == "tunnel":
+        return f"CONNECT{address} accepted (HTTP {status})"
+    if state == "allowed-by-route":
+        return f"{outcome.get('address')} is inside cidr route {outcome.get('route')}"
+    text = f"{state}{' to' + address if address else ''}"
+    return f"{text} ({outcome['error']})" if outcome.get("error") else text
+
+
+def _judge_proxy(check: Check, outcome: Mapping[str, Any], control_ok: bool) -> str:
+    state = outcome.get("outcome")
+    if check.expect == REACHES_THROUGH_PROXY:
+        return PASS if state == "response" and not outcome.get("rule") else INCONCLUSIVE
+    if check.expect == BLOCKED_AROUND_PROXY:
+        if state == "allowed-by-route":
+            return PASS  # the policy opens this address: there is no proxy to get around
+        leaked = state == "connected"
+        refused = state in _BLOCKED
+    else:
+        leaked = state == "tunnel" or (state == "response" and not outcome.get("rule"))
+        refused = state in ("response", "connect-refused") and outcome.get("rule") in check.rules
+    if leaked:
+        return LEAK  # it got through: proof on its own
+    return PASS if refused and control_ok else INCONCLUSIVE
+
+
 @dataclass(frozen=True)
 class BottleSpec:
     """One bottle to probe: its name, backend and compiled policy (a dict, as the
@@ -481,6 +805,11 @@ class BottleSpec:
     def resolver(self) -> str:
         """Docker: the neighbour container where the near controls run."""
         return self.neighbour or f"bottle-{self.name}-resolver"
+
+    @property
+    def proxy(self) -> str:
+        """Docker: the bottle's egress proxy container."""
+        return f"bottle-{self.name}-proxy"
 
     @property
     def bottle_network(self) -> str:
@@ -568,6 +897,13 @@ def _leak_fix(row: Mapping[str, Any]) -> str:
     """A leaking agent that holds a forbidden capability is a container to create anew
     (``bottle up`` would keep it running); every other leak is fixed by reloading rules."""
     leaks = list(row.get("leaks") or [])
+    proxy_leaks = {PROXY_MISMATCH, PROXY_LITERAL} & set(leaks)
+    if proxy_leaks and CAPABILITIES not in leaks:
+        return (
+            f"Its egress proxy let through what it must refuse: remove it (docker rm -f "
+            f"bottle-{row['bottle']}-proxy) and re-run `bottle up`, which creates it anew"
+            + (" and reloads its rules" if set(leaks) - proxy_leaks else "")
+        )
     if CAPABILITIES not in leaks:
         return "Stop its agent and re-run `bottle up`, which reloads its rules"
     observed = next(
@@ -592,9 +928,25 @@ def failure_message(row: Mapping[str, Any], host: str) -> str:
             f"({'; '.join(str(r.get('description', '')) for r in leaking)}). "
             f"{_leak_fix(row)}; `bottle verify` shows every check."
         )
+    inconclusive = list(row.get("inconclusive") or [])
+    hints = []
+    if set(inconclusive) - {PROXY_ALLOWED, PROXY_MISMATCH, PROXY_DIRECT, PROXY_LITERAL}:
+        hints.append("Point bottle_verify_resolvers at resolvers this host can reach.")
+    if PROXY_ALLOWED in inconclusive:
+        observed = next(
+            (
+                r.get("observed", "")
+                for r in row.get("results") or []
+                if r.get("name") == PROXY_ALLOWED
+            ),
+            "",
+        )
+        hints.append(
+            f"The allowed host did not answer through the egress proxy ({observed}): the proxy "
+            "checks need its first exact route to answer HTTPS."
+        )
     return (
         f"bottle {name} on {host} could not be proven sealed: "
-        f"{', '.join(row.get('inconclusive') or [])} were inconclusive (their positive control "
-        "failed; see `bottle verify`). Point bottle_verify_resolvers at resolvers this host can "
-        "reach."
-    )
+        f"{', '.join(inconclusive)} were inconclusive (their positive control "
+        "failed; see `bottle verify`). " + " ".join(hints)
+    ).rstrip()

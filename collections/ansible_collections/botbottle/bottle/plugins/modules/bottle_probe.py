@@ -5,19 +5,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.botbottle.bottle.plugins.module_utils import _proxy_check
 from ansible_collections.botbottle.bottle.plugins.module_utils._audit_store import (
     remember_probe_names,
+)
+from ansible_collections.botbottle.bottle.plugins.module_utils._docker_net import (
+    bottle_addresses,
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     PolicyError,
@@ -33,12 +38,20 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._probe import (
     PLANNED,
     BottleSpec,
     Check,
+    ProxyFacts,
     Target,
     evaluate,
     host_verdict,
+    is_proxy_check,
     parse_bottles,
+    parse_proxy_output,
     plan_checks,
+    plan_proxy_checks,
     probe_names,
+    proxy_facts,
+    proxy_outcomes,
+    proxy_run_argv,
+    random_label,
     summary,
     verdict,
 )
@@ -82,6 +95,20 @@ description:
     the agent flush its own firewall). Its control is that all six masks were read and parsed;
     an unreadable or garbled mask is C(inconclusive). Not run in microVMs, whose PID 1 is the
     guest's own init and whose seal is the VM."
+  - "Docker bottles also get four checks of their egress proxy, run from the agent's own
+    network namespace by one throw-away container of the proxy's image (C(docker run
+    --network container:<holder>), no capability, read-only, the proxy's user, the bottle
+    CA mounted read-only): C(proxy-allowed-host) - CONNECT to the allowed host (the first
+    exact route; for wildcard routes only, C(www.) below the first zone) on port 443 through
+    the proxy, TLS verified against the bottle CA, a GET answered by something other than a
+    proxy refusal (the positive control of the other three); C(proxy-host-mismatch) - the
+    same with another Host is refused with rule C(host-mismatch); C(proxy-direct-egress) - a
+    TCP connection to the host's address (from the bottle's resolver) around the proxy fails
+    (passes without trying when a C(cidr) route covers that address); C(proxy-ip-literal) - a
+    CONNECT to that address (or to a documentation address when a C(cidr) route covers it)
+    is refused with rule C(ip-not-covered). A refusal is told by the proxy's
+    C(x-bot-bottle-refused) header. A bottle with C(cidr) routes only gets no proxy
+    check; microVM bottles have no proxy."
   - Controls run outside the seal - the literal resolvers from the host, C(127.0.0.11) and
     the gateway from the bottle's resolver container, which shares the bottle network.
   - A C(leak) needs no control. The bottle's C(verdict) is C(leak) if any check leaked,
@@ -222,13 +249,16 @@ results:
   contains:
     name:
       description: >-
-        The check, for example C(subdomain-nxdomain-tcp), C(gateway-udp) or C(capabilities).
+        The check, for example C(subdomain-nxdomain-tcp), C(gateway-udp), C(capabilities) or
+        C(proxy-host-mismatch).
       type: str
     description:
       description: What the check proves.
       type: str
     expected:
-      description: C(resolves), C(nxdomain), C(blocked) or C(capabilities-allowed).
+      description: >-
+        C(resolves), C(nxdomain), C(blocked), C(capabilities-allowed), or for the proxy checks
+        C(reaches-through-proxy), C(refused-by-proxy) or C(blocked-around-proxy).
       type: str
     observed:
       description: What the probe saw (C(answer NXDOMAIN (0 records)), C(timeout), C(connected)).
@@ -296,29 +326,77 @@ class _Runner:
         container = self.spec.resolver if where == NEIGHBOUR else self.spec.agent
         return in_container(_command, container, self.probe, specs, self.timeout)
 
-    def running(self) -> bool:
+    def docker_containers(self) -> list[dict[str, Any]]:
+        """``docker container inspect`` of the agent and its proxy, in one call (a
+        missing one is left out: the call fails, and prints the others)."""
+        _rc, out, _err = _command(
+            ["docker", "container", "inspect", self.spec.agent, self.spec.proxy]
+        )
+        try:
+            rows = json.loads(out) if out.strip() else []
+        except ValueError:
+            return []
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+    def running(self, rows: Sequence[dict[str, Any]] = ()) -> bool:
         if self.client is not None:
             machine = self.client.get(self.spec.agent)
             return machine is not None and machine.get("state") == "running"
-        return self.docker_value("container", self.spec.agent, "{{.State.Running}}") == "true"
+        agent = [r for r in rows if str(r.get("Name", "")).lstrip("/") == self.spec.agent]
+        return bool(agent) and bool((agent[0].get("State") or {}).get("Running"))
 
 
-def _docker_targets(runner: _Runner) -> tuple[list[Target], str]:
+def _docker_targets(runner: _Runner) -> tuple[list[Target], str, str]:
+    """The near resolvers to probe, the bottle network's gateway and its resolver's
+    address (the fixed addresses of the network's subnet; ``""`` when unknown)."""
     spec = runner.spec
-    gateway = runner.docker_value(
-        "network", spec.bottle_network, "{{range .IPAM.Config}}{{.Gateway}} {{end}}"
+    configs = runner.docker_value(
+        "network", spec.bottle_network, "{{range .IPAM.Config}}{{.Subnet}},{{.Gateway}} {{end}}"
     )
-    gateway = next((g for g in gateway.split() if ":" not in g), "")
+    pairs = [c.split(",", 1) for c in configs.split() if "," in c and ":" not in c]
+    subnet, gateway = pairs[0] if pairs else ("", "")
+    resolver = ""
+    if subnet:
+        try:
+            resolver = str(bottle_addresses(subnet, gateway or None)["resolver"])
+        except ValueError:
+            resolver = ""
     targets = [
         Target("docker-embedded-dns", "127.0.0.11", control=NEIGHBOUR, query_name=spec.resolver)
     ]
     if gateway:
         targets.append(Target("gateway", gateway, control=NEIGHBOUR, dot=True))
-    return targets, gateway
+    return targets, gateway, resolver
+
+
+def _proxy_client_source() -> str:
+    """The proxy client's source, read through its loader (a checkout or the module's
+    payload alike)."""
+    loader = getattr(_proxy_check.__spec__, "loader", None)
+    source = loader.get_source(_proxy_check.__name__) if loader is not None else None
+    if not source:
+        raise ProbeError("the proxy client's source cannot be read")
+    return str(source)
+
+
+def _run_proxy_client(
+    spec: BottleSpec, facts: ProxyFacts, client_spec: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
+    """Run the proxy client once for the bottle: its output, or an empty dict and why."""
+    if facts.problem:
+        return {}, f"proxy checks not run: {facts.problem}"
+    argv = proxy_run_argv(facts, spec.name, client_spec, _proxy_client_source())
+    rc, out, err = _command(argv)
+    try:
+        return parse_proxy_output(out), ""
+    except ValueError as exc:
+        return {}, f"proxy checks: the client failed (rc {rc}): {err.strip() or exc}"
 
 
 def _measure(runner: _Runner, checks: Sequence[Check]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run every control, then every probe; outcomes and control outcomes keyed by check."""
+    """Run every control, then every probe; outcomes and control outcomes keyed by check.
+    The proxy checks are not the probe's (:func:`_run_proxy_client` runs them)."""
+    checks = [c for c in checks if not is_proxy_check(c)]
     controls: dict[str, Any] = {}
     for where in (HOST, NEIGHBOUR):
         batch = [c for c in checks if c.control_where == where]
@@ -356,6 +434,8 @@ class _Bottle:
     checks: list[Check] = field(default_factory=list)
     gateway: str = ""
     outcome: dict[str, Any] | None = None
+    facts: ProxyFacts = field(default_factory=ProxyFacts)
+    proxy_spec: dict[str, Any] = field(default_factory=dict)
 
 
 class _Suite:
@@ -391,20 +471,37 @@ class _Suite:
         client = None if spec.docker else client_from_params(params)
         runner = _Runner(spec, params["probe"], params["timeout_ms"], client)
         bottle.runner = runner
-        if not runner.running():
+        rows = runner.docker_containers() if spec.docker else []
+        if not runner.running(rows):
             note = f"bottle {spec.name} is not running: nothing probed"
             bottle.outcome = _outcome(spec, NOT_RUNNING, [], {}, [note])
             return
         targets: list[Target] = []
+        resolver = ""
         if spec.docker:
-            targets, bottle.gateway = _docker_targets(runner)
+            targets, bottle.gateway, resolver = _docker_targets(runner)
+        policy = policy_from_dict(spec.policy)
+        entropy = os.urandom(10)
         bottle.checks = plan_checks(
-            policy_from_dict(spec.policy),
-            entropy=os.urandom(10),
+            policy,
+            entropy=entropy,
             targets=targets,
             literals=params["resolvers"],
             capabilities=spec.docker,
         )
+        if spec.docker:
+            bottle.facts = proxy_facts(rows, spec.agent, spec.proxy)
+            if not resolver:
+                problem = f"the resolver address of network {spec.bottle_network} is unknown"
+                bottle.facts = replace(bottle.facts, problem=bottle.facts.problem or problem)
+            proxy_checks, bottle.proxy_spec = plan_proxy_checks(
+                policy,
+                label=random_label(entropy),
+                proxy=bottle.facts.proxy,
+                resolver=resolver,
+                timeout_ms=params["timeout_ms"],
+            )
+            bottle.checks += proxy_checks
         if self.check_mode:
             planned = [
                 {
@@ -425,14 +522,30 @@ class _Suite:
 
     def _probe(self, bottle: _Bottle) -> None:
         assert bottle.runner is not None  # planned first
-        outcomes, controls = _measure(bottle.runner, bottle.checks)
-        results = evaluate(bottle.checks, outcomes, controls)
         notes = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="proxy-client") as side:
+            proxied = (
+                side.submit(_run_proxy_client, bottle.spec, bottle.facts, bottle.proxy_spec)
+                if bottle.proxy_spec
+                else None
+            )
+            outcomes, controls = _measure(bottle.runner, bottle.checks)
+            if proxied is not None:
+                output, problem = proxied.result()
+                outcomes.update(proxy_outcomes(bottle.checks, output))
+                if problem:
+                    notes.append(problem)
+        results = evaluate(bottle.checks, outcomes, controls)
         if not bottle.spec.docker:
             notes.append(
                 "capabilities: not checked in a microVM (its PID 1 is the guest's own init; "
                 "the VM is the seal)"
             )
+            notes.append(
+                "proxy checks: not run on smolmachines (a microVM bottle has no egress proxy)"
+            )
+        elif not bottle.proxy_spec:
+            notes.append("proxy checks: not run (the bottle has no host route to reach)")
         bottle.outcome = _outcome(
             bottle.spec,
             verdict(results),
