@@ -530,13 +530,9 @@ def test_a_direct_connection_around_the_proxy_fails(lab: Lab) -> None:
     assert client(AGENT, "tcp", address=lab.proxy)["connected"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the holder's last OUTPUT rule rejects the RST its own tcp-reset REJECT sends "
-    "back over lo (and the ICMP error of icmp-port-unreachable), so a refused connection "
-    "hangs until the client gives up instead of failing at once (render_firewall, _policy.py)",
-)
 def test_a_connection_the_firewall_refuses_fails_at_once(lab: Lab) -> None:
+    """The reset the holder's rules send back reaches the agent (it leaves over lo):
+    a tool that ignores the proxy fails at once instead of hanging."""
     assert client(AGENT, "tcp", address=lab.proxy)["connected"]  # the control
     answer = client(AGENT, "tcp", address=f"{ORIGIN_B}:443", timeout=2)
     assert "ConnectionRefusedError" in answer.get("error", ""), answer

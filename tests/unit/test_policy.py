@@ -309,8 +309,8 @@ def test_firewall_rejects_bad_addresses(resolver: str, gateway: str | None) -> N
 
 def test_firewall_stamp_names_the_hash() -> None:
     policy = build_policy(["a.example"])
-    assert firewall_stamp(policy) == f"bot-bottle-policy {policy.digest} rules-4"
-    assert firewall_stamp(policy, "10.0.0.4:8080").endswith(" rules-4 via-10.0.0.4:8080")
+    assert firewall_stamp(policy) == f"bot-bottle-policy {policy.digest} rules-5"
+    assert firewall_stamp(policy, "10.0.0.4:8080").endswith(" rules-5 via-10.0.0.4:8080")
     assert len(firewall_stamp(policy)) < 256  # iptables comment limit
 
 
@@ -417,3 +417,16 @@ def test_dnsmasq_folds_names_inside_zones_at_scale() -> None:
     assert lines.count("server=/*.in.z7.example/192.0.2.53") == 0  # nested in *.z7.example
     assert "server=/h2.z2.example/192.0.2.53" not in lines  # inside *.z2.example
     assert len(lines) == 4 + 2 + 2_000  # lone.example (+ its '*.' refusal) and the outer zones
+
+
+def test_the_firewalls_own_refusals_reach_the_agent_over_lo() -> None:
+    rules = render_firewall(build_policy(["a.example"]), "10.89.0.2", "10.89.0.1")
+    v4, v6 = rules["ipv4"].splitlines(), rules["ipv6"].splitlines()
+    rst = "-A OUTPUT -o lo -p tcp -m tcp --tcp-flags RST RST -j ACCEPT"
+    assert rst in v4 and rst in v6
+    assert "-A OUTPUT -o lo -p icmp -m icmp --icmp-type 3 -j ACCEPT" in v4
+    assert "-A OUTPUT -o lo -p ipv6-icmp -m icmp6 --icmpv6-type 1 -j ACCEPT" in v6
+    # after Docker's embedded resolver is rejected, and only on lo
+    embedded = next(i for i, line in enumerate(v4) if "-d 127.0.0.11/32" in line)
+    assert v4.index(rst) > embedded
+    assert not [line for line in v4 + v6 if "RST RST" in line and "-o lo" not in line]

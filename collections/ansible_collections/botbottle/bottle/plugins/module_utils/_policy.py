@@ -762,7 +762,7 @@ def render_dnsmasq(policy: EgressPolicy, upstreams: Sequence[str]) -> list[str]:
 
 # Bumped whenever render_firewall's output changes for the same policy, so that bottles
 # running older rules get the new ones on the next run (their stamp no longer matches).
-_RULES_VERSION = 4
+_RULES_VERSION = 5
 
 
 def firewall_stamp(policy: EgressPolicy, proxy: str | None = None) -> str:
@@ -813,7 +813,9 @@ def render_firewall(
     1. loopback to 127.0.0.1 is accepted;
     2. Docker's embedded resolver is rejected on every port (its port 53 is
        DNATed to a random high port before the filter table sees it, so only an
-       address match works);
+       address match works); then the refusals the rules below send back to the
+       agent itself over ``lo`` (TCP resets, ICMP unreachables) are accepted, so a
+       refused connection fails at once instead of hanging;
     3. DNS (UDP and TCP 53) may reach only ``resolver_ipv4``; DNS over TLS/QUIC
        (853) is rejected; the bottle's egress proxy (``proxy``, ``IPv4:PORT``) is
        accepted on its port only (TCP);
@@ -848,6 +850,11 @@ def render_firewall(
         stamp,
         "-A OUTPUT -o lo -d 127.0.0.1/32 -j ACCEPT",
         *_reject(f"{embedded}/32", "icmp-port-unreachable"),
+        # the refusals these rules send back to the agent (a reset, a port-unreachable)
+        # leave through lo: without these two, the catch-all below dropped them too and
+        # every refused connection hung until the client gave up, instead of failing
+        "-A OUTPUT -o lo -p tcp -m tcp --tcp-flags RST RST -j ACCEPT",
+        "-A OUTPUT -o lo -p icmp -m icmp --icmp-type 3 -j ACCEPT",
         "-A OUTPUT -p udp -m udp --dport 53 -j BOTTLE_DNS",
         "-A OUTPUT -p tcp -m tcp --dport 53 -j BOTTLE_DNS",
         "-A OUTPUT -p tcp -m tcp --dport 853 -j REJECT --reject-with tcp-reset",
@@ -875,6 +882,8 @@ def render_firewall(
         ":OUTPUT ACCEPT [0:0]",
         stamp,
         "-A OUTPUT -o lo -d ::1/128 -j ACCEPT",
+        "-A OUTPUT -o lo -p tcp -m tcp --tcp-flags RST RST -j ACCEPT",
+        "-A OUTPUT -o lo -p ipv6-icmp -m icmp6 --icmpv6-type 1 -j ACCEPT",
         "-A OUTPUT -p tcp -m tcp --dport 53 -j REJECT --reject-with tcp-reset",
         "-A OUTPUT -p udp -m udp --dport 53 -j REJECT --reject-with icmp6-port-unreachable",
         "-A OUTPUT -p tcp -m tcp --dport 853 -j REJECT --reject-with tcp-reset",
