@@ -678,3 +678,38 @@ def test_the_code_imports_from_a_plain_folder(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout).startswith(str(tmp_path))
+
+
+# --------------------------------------------------------------------------- private networks
+
+
+def test_private_networks_admit_answers_for_names_never_literals_or_refused_ranges() -> None:
+    plain = build_policy(["intranet.example"])
+    data = _egress.render_config(
+        plain,
+        "172.30.0.2",
+        refused_networks=["172.30.0.1", "172.30.0.0/16"],
+        private_networks=["10.9.0.0/16", "172.30.5.0/24"],
+    )
+    assert data["private_networks"] == ["10.9.0.0/16", "172.30.5.0/24"]
+    config = _egress.config_from_dict(data)
+    # the control: without the setting the same answer is refused as private
+    closed = _egress.config_from_dict(_egress.render_config(plain, "172.30.0.2"))
+    exc = refused(_egress.check_answer, closed, "intranet.example", V4("10.9.1.2"))
+    assert exc.rule == _egress.PRIVATE_ANSWER
+    _egress.check_answer(config, "intranet.example", V4("10.9.1.2"))
+    # a literal in the network is still refused: only names are admitted
+    assert refused(_egress.check_ip, config, V4("10.9.1.2")).rule == _egress.IP_NOT_COVERED
+    # refused networks win over private ones, and other private ranges stay closed
+    exc = refused(_egress.check_answer, config, "intranet.example", V4("172.30.5.9"))
+    assert exc.rule == _egress.NEVER_REACHED
+    exc = refused(_egress.check_answer, config, "intranet.example", V4("10.10.0.1"))
+    assert exc.rule == _egress.PRIVATE_ANSWER
+
+
+@pytest.mark.parametrize(
+    "network", ["127.0.0.0/8", "169.254.0.0/16", "0.0.0.0/0", "::1/128", "10.0.0.1/8", "x"]
+)
+def test_private_networks_never_include_never_routed_ranges(network: str) -> None:
+    with pytest.raises(_egress.ConfigError, match="private_networks"):
+        _egress.render_config(build_policy(["a.example"]), "172.30.0.2", private_networks=[network])

@@ -413,6 +413,7 @@ def want(
     trusted_ca_digest: str = "",
     credentials: Mapping[str, str] | None = None,
     known_secrets: Sequence[str] = (),
+    private_networks: Sequence[str] = (),
 ) -> Want:
     """The wanted bottle. ``agent`` holds the agent's non-secret settings (image id,
     entrypoint and cmd as resolved, user, workdir, cpus, memory_mib, capabilities,
@@ -422,7 +423,8 @@ def want(
     digest); ``trusted_ca`` a host CA file the proxy verifies origins against
     instead of the public roots (``trusted_ca_digest``: its content's hash).
     ``credentials`` (``token_ref`` -> value) and ``known_secrets`` are handed to the
-    running proxy alone (:data:`~._egress.CONTAINER_SECRETS_DIR`)."""
+    running proxy alone (:data:`~._egress.CONTAINER_SECRETS_DIR`). ``private_networks``
+    are private CIDRs allowed names may resolve to (see ``_egress.render_config``)."""
     if state not in STATES:
         raise PlanError(f"state {state!r} is not one of {', '.join(STATES)}")
     names = Names(name)
@@ -444,6 +446,7 @@ def want(
         addresses["resolver"],
         refused_networks=[addresses["gateway"], *proxy_refused(policy, blocked, subnet_pool)],
         log_file=f"{CONTAINER_LOG_DIR}/{LOG_FILE_NAME}",
+        private_networks=private_networks,
     )
     files = {
         "dnsmasq.conf": dnsmasq_conf(name, policy, upstreams, addresses["resolver"]),

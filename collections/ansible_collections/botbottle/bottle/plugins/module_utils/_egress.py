@@ -275,7 +275,7 @@ def _first_match(address: IPAddress, networks: Sequence[tuple[IPNetwork, str]]) 
 #: 2: the policy carries each route's request matchers (``policy.http``), and the
 #: log level of ``policy.log`` is what the proxy writes to ``log.file``.
 CONFIG_FORMAT = 2
-_CONFIG_KEYS = ("format", "policy", "resolver", "refused_networks", "log")
+_CONFIG_KEYS = ("format", "policy", "resolver", "refused_networks", "private_networks", "log")
 
 
 class ConfigError(ValueError):
@@ -287,12 +287,16 @@ class EgressConfig:
     """What the addon needs: the compiled policy, the bottle's resolver
     (``(address, port)``), networks it never reaches besides
     :data:`~._policy.NEVER_ROUTED` (the bottle's gateway, the host's own addresses),
-    and where decisions are logged (``None``: standard output)."""
+    where decisions are logged (``None``: standard output), and private networks
+    where an allowed *name* may resolve to (a company's internal services; the
+    demo's stand-in): answers there are not refused as private, and no address in
+    them is reachable by literal or by the firewall unless a ``cidr`` route says so."""
 
     policy: EgressPolicy
     resolver: tuple[str, int]
     refused_networks: tuple[IPNetwork, ...] = ()
     log_file: str | None = None
+    private_networks: tuple[IPNetwork, ...] = ()
 
     @property
     def routes(self) -> tuple[IPNetwork, ...]:
@@ -320,12 +324,15 @@ def render_config(
     resolver: str,
     refused_networks: Sequence[str] = (),
     log_file: str | None = None,
+    private_networks: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The proxy's configuration as plain data (write it with :func:`dumps_config`).
 
     ``resolver`` is the bottle's own dnsmasq, ``IP`` or ``IP#PORT``;
     ``refused_networks`` are addresses or CIDRs the proxy must never connect to
-    whatever the routes say (the bottle network's gateway, the host's addresses).
+    whatever the routes say (the bottle network's gateway, the host's addresses);
+    ``private_networks`` private CIDRs allowed names may resolve to (never a
+    loopback, link-local, metadata or unspecified range).
     Raises :class:`ConfigError` for a bad value.
     """
     data: dict[str, Any] = {
@@ -333,11 +340,13 @@ def render_config(
         "policy": policy.to_dict(),
         "resolver": resolver,
         "refused_networks": list(refused_networks),
+        "private_networks": list(private_networks),
         "log": {"file": log_file},
     }
     config = config_from_dict(data)  # validates, and canonicalises what it can
     data["resolver"] = "{}#{}".format(*config.resolver)
     data["refused_networks"] = [str(net) for net in config.refused_networks]
+    data["private_networks"] = [str(net) for net in config.private_networks]
     return data
 
 
@@ -382,6 +391,22 @@ def _config_refused(raw: Any) -> tuple[IPNetwork, ...]:
     return tuple(refused)
 
 
+def _config_private(raw: Any) -> tuple[IPNetwork, ...]:
+    if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
+        raise ConfigError("private_networks: expected a list of CIDRs")
+    found: list[IPNetwork] = []
+    for text in raw:
+        try:
+            net = ipaddress.ip_network(text, strict=True)
+        except ValueError:
+            raise ConfigError(f"private_networks: {text!r} is not a network (CIDR)") from None
+        for never, why in NEVER_ROUTED:
+            if net.version == never.version and net.overlaps(never):
+                raise ConfigError(f"private_networks: {text} overlaps {never}, {why}")
+        found.append(net)
+    return tuple(found)
+
+
 def _config_log_file(raw: Any) -> str | None:
     if not isinstance(raw, Mapping) or set(raw) - {"file"}:
         raise ConfigError("log: expected {'file': null or an absolute path}")
@@ -412,6 +437,7 @@ def config_from_dict(data: Any) -> EgressConfig:
         _config_resolver(data.get("resolver")),
         _config_refused(data.get("refused_networks", [])),
         _config_log_file(data.get("log", {})),
+        _config_private(data.get("private_networks", [])),
     )
 
 
@@ -491,6 +517,8 @@ def check_answer(config: EgressConfig, name: str, address: IPAddress) -> None:
             f"host {name} resolved to {address}, which is {why}; a bottle may never reach it",
         )
     if any(address.version == net.version and address in net for net in config.routes):
+        return
+    if any(address.version == n.version and address in n for n in config.private_networks):
         return
     why = _first_match(address, SPECIAL_NETWORKS)
     if why is not None:

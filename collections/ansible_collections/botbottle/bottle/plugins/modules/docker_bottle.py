@@ -111,6 +111,18 @@ options:
         company's internal services). Empty for the public roots.
     type: path
     default: ""
+  egress_private_networks:
+    description:
+      - Private networks (CIDRs) that an allowed host name may resolve to, for services
+        with private addresses reached by name through the proxy (a company's internal
+        origins, the demo's stand-in). Otherwise the proxy refuses a name whose answer is
+        private unless a C(cidr) route covers it. Only names are admitted there, never an
+        IP literal, and the firewall is unchanged. Loopback, link-local, metadata and
+        unspecified ranges are refused, and so are the bottle's gateway, the bottle subnet
+        pool and the host's own addresses, whatever this says.
+    type: list
+    elements: str
+    default: []
   proxy_wait_seconds:
     description: How long to wait for a (re)started proxy to listen; polled, never slept out.
     type: int
@@ -270,6 +282,7 @@ def _argument_spec() -> dict[str, Any]:
         "egress_network": {"type": "str", "default": ""},
         "proxy_image": {"type": "str"},
         "egress_trusted_ca": {"type": "path", "default": ""},
+        "egress_private_networks": {"type": "list", "elements": "str", "default": []},
         "proxy_wait_seconds": {"type": "int", "default": 30},
         "netutils_image": {"type": "str"},
         "image": {"type": "str"},
@@ -397,6 +410,7 @@ def _want(module: AnsibleModule, client: Any) -> tuple[Want, str]:
         trusted_ca_digest=trusted_digest,
         credentials={str(k): str(v) for k, v in params["credentials"].items()},
         known_secrets=params["known_secrets"],
+        private_networks=params["egress_private_networks"],
     )
     return wanted, guard
 
