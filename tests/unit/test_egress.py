@@ -713,3 +713,15 @@ def test_private_networks_admit_answers_for_names_never_literals_or_refused_rang
 def test_private_networks_never_include_never_routed_ranges(network: str) -> None:
     with pytest.raises(_egress.ConfigError, match="private_networks"):
         _egress.render_config(build_policy(["a.example"]), "172.30.0.2", private_networks=[network])
+
+
+def test_the_hosts_log_floor_raises_the_manifests_level_never_lowers_it() -> None:
+    quiet, loud = build_policy(["a.example"]), build_policy(["a.example"], log=2)
+    assert _egress.config_from_dict(_egress.render_config(quiet, "172.30.0.2")).log_level == 0
+    floored = _egress.config_from_dict(_egress.render_config(quiet, "172.30.0.2", log_minimum=1))
+    assert floored.log_level == 1 and floored.policy == quiet  # the policy is unchanged
+    kept = _egress.config_from_dict(_egress.render_config(loud, "172.30.0.2", log_minimum=1))
+    assert kept.log_level == 2
+    for bad in (3, -1, True, "1"):
+        with pytest.raises(_egress.ConfigError, match=r"log\.minimum"):
+            _egress.render_config(quiet, "172.30.0.2", log_minimum=bad)  # type: ignore[arg-type]

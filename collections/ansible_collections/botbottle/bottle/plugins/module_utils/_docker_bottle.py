@@ -414,6 +414,7 @@ def want(
     credentials: Mapping[str, str] | None = None,
     known_secrets: Sequence[str] = (),
     private_networks: Sequence[str] = (),
+    log_minimum: int = 0,
 ) -> Want:
     """The wanted bottle. ``agent`` holds the agent's non-secret settings (image id,
     entrypoint and cmd as resolved, user, workdir, cpus, memory_mib, capabilities,
@@ -424,7 +425,8 @@ def want(
     instead of the public roots (``trusted_ca_digest``: its content's hash).
     ``credentials`` (``token_ref`` -> value) and ``known_secrets`` are handed to the
     running proxy alone (:data:`~._egress.CONTAINER_SECRETS_DIR`). ``private_networks``
-    are private CIDRs allowed names may resolve to (see ``_egress.render_config``)."""
+    are private CIDRs allowed names may resolve to, ``log_minimum`` the host's floor
+    for the proxy's log level (see ``_egress.render_config``)."""
     if state not in STATES:
         raise PlanError(f"state {state!r} is not one of {', '.join(STATES)}")
     names = Names(name)
@@ -447,6 +449,7 @@ def want(
         refused_networks=[addresses["gateway"], *proxy_refused(policy, blocked, subnet_pool)],
         log_file=f"{CONTAINER_LOG_DIR}/{LOG_FILE_NAME}",
         private_networks=private_networks,
+        log_minimum=log_minimum,
     )
     files = {
         "dnsmasq.conf": dnsmasq_conf(name, policy, upstreams, addresses["resolver"]),

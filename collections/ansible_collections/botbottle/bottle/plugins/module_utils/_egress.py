@@ -273,7 +273,8 @@ def _first_match(address: IPAddress, networks: Sequence[tuple[IPNetwork, str]]) 
 # --------------------------------------------------------------------------- config
 
 #: 2: the policy carries each route's request matchers (``policy.http``), and the
-#: log level of ``policy.log`` is what the proxy writes to ``log.file``.
+#: log level of ``policy.log`` (raised to ``log.minimum``, the host's floor) is what the
+#: proxy writes to ``log.file``.
 CONFIG_FORMAT = 2
 _CONFIG_KEYS = ("format", "policy", "resolver", "refused_networks", "private_networks", "log")
 
@@ -297,6 +298,12 @@ class EgressConfig:
     refused_networks: tuple[IPNetwork, ...] = ()
     log_file: str | None = None
     private_networks: tuple[IPNetwork, ...] = ()
+    log_minimum: int = 0
+
+    @property
+    def log_level(self) -> int:
+        """What the proxy logs: the manifest's ``egress.log``, raised to the host's floor."""
+        return max(self.policy.log, self.log_minimum)
 
     @property
     def routes(self) -> tuple[IPNetwork, ...]:
@@ -324,7 +331,9 @@ def render_config(
     resolver: str,
     refused_networks: Sequence[str] = (),
     log_file: str | None = None,
+    *,
     private_networks: Sequence[str] = (),
+    log_minimum: int = 0,
 ) -> dict[str, Any]:
     """The proxy's configuration as plain data (write it with :func:`dumps_config`).
 
@@ -332,7 +341,8 @@ def render_config(
     ``refused_networks`` are addresses or CIDRs the proxy must never connect to
     whatever the routes say (the bottle network's gateway, the host's addresses);
     ``private_networks`` private CIDRs allowed names may resolve to (never a
-    loopback, link-local, metadata or unspecified range).
+    loopback, link-local, metadata or unspecified range); ``log_minimum`` the
+    lowest log level the host's operator wants whatever the manifest says (0-2).
     Raises :class:`ConfigError` for a bad value.
     """
     data: dict[str, Any] = {
@@ -341,7 +351,7 @@ def render_config(
         "resolver": resolver,
         "refused_networks": list(refused_networks),
         "private_networks": list(private_networks),
-        "log": {"file": log_file},
+        "log": {"file": log_file, "minimum": log_minimum},
     }
     config = config_from_dict(data)  # validates, and canonicalises what it can
     data["resolver"] = "{}#{}".format(*config.resolver)
@@ -407,9 +417,16 @@ def _config_private(raw: Any) -> tuple[IPNetwork, ...]:
     return tuple(found)
 
 
+def _config_log_minimum(raw: Any) -> int:
+    minimum = raw.get("minimum", 0) if isinstance(raw, Mapping) else None
+    if isinstance(minimum, bool) or minimum not in (0, 1, 2):
+        raise ConfigError(f"log.minimum: expected 0, 1 or 2, got {minimum!r}")
+    return int(minimum)
+
+
 def _config_log_file(raw: Any) -> str | None:
-    if not isinstance(raw, Mapping) or set(raw) - {"file"}:
-        raise ConfigError("log: expected {'file': null or an absolute path}")
+    if not isinstance(raw, Mapping) or set(raw) - {"file", "minimum"}:
+        raise ConfigError("log: expected {'file': null or an absolute path, 'minimum': 0-2}")
     log_file = raw.get("file")
     if log_file is not None and (not isinstance(log_file, str) or not log_file.startswith("/")):
         raise ConfigError(f"log.file: expected null or an absolute path, got {log_file!r}")
@@ -438,6 +455,7 @@ def config_from_dict(data: Any) -> EgressConfig:
         _config_refused(data.get("refused_networks", [])),
         _config_log_file(data.get("log", {})),
         _config_private(data.get("private_networks", [])),
+        _config_log_minimum(data.get("log", {})),
     )
 
 

@@ -134,12 +134,13 @@ class EgressAddon:
         return state
 
     def _record(self, event: str, **fields: Any) -> None:
-        """One JSON line per decision, when the policy's log level asks for it."""
+        """One JSON line per decision, when the log level (the policy's, raised to the
+        host's floor) asks for it."""
         config = self.config
         if config is None:
             return
         line = _egress.log_line(
-            config.policy.log, event, fields, now=time.time(), secrets=self.secrets
+            config.log_level, event, fields, now=time.time(), secrets=self.secrets
         )
         if line is None:
             return

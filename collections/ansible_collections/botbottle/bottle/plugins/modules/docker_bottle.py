@@ -123,6 +123,14 @@ options:
     type: list
     elements: str
     default: []
+  egress_log_minimum:
+    description:
+      - The lowest level the egress proxy logs at, whatever the manifest's C(egress.log) says
+        (C(1) blocks and DLP hits, C(2) also every request and response line), for operators
+        who want every refusal in C(bottle audit). A manifest may raise it, never lower it.
+    type: int
+    choices: [0, 1, 2]
+    default: 0
   proxy_wait_seconds:
     description: How long to wait for a (re)started proxy to listen; polled, never slept out.
     type: int
@@ -283,6 +291,7 @@ def _argument_spec() -> dict[str, Any]:
         "proxy_image": {"type": "str"},
         "egress_trusted_ca": {"type": "path", "default": ""},
         "egress_private_networks": {"type": "list", "elements": "str", "default": []},
+        "egress_log_minimum": {"type": "int", "choices": [0, 1, 2], "default": 0},
         "proxy_wait_seconds": {"type": "int", "default": 30},
         "netutils_image": {"type": "str"},
         "image": {"type": "str"},
@@ -411,6 +420,7 @@ def _want(module: AnsibleModule, client: Any) -> tuple[Want, str]:
         credentials={str(k): str(v) for k, v in params["credentials"].items()},
         known_secrets=params["known_secrets"],
         private_networks=params["egress_private_networks"],
+        log_minimum=params["egress_log_minimum"],
     )
     return wanted, guard
 
