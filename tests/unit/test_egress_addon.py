@@ -398,6 +398,7 @@ def test_log_levels_and_log_file(addon: _egress_addon.EgressAddon, tmp_path: Pat
     connect(addon, "evil.test:443", client="c2")
     lines = (tmp_path / "e.jsonl").read_text().splitlines()
     assert [json.loads(line)["rule"] for line in lines] == ["host-not-in-routes"]
+    assert json.loads(lines[0])["host"] == "evil.test:443"  # what the audit shows
 
 
 def test_client_state_is_dropped_on_disconnect(addon: _egress_addon.EgressAddon) -> None:

@@ -65,6 +65,10 @@ _LOG = logging.getLogger("bot-bottle.egress")
 Resolver = Callable[[str, tuple[str, int]], Sequence[IPAddress]]
 
 
+#: How much of a refused CONNECT's authority the log keeps (a DNS name is at most 253).
+_LOGGED_AUTHORITY = 300
+
+
 @dataclass
 class ClientState:
     """What the addon knows about one client connection."""
@@ -209,6 +213,7 @@ class EgressAddon:
 
     async def http_connect(self, flow: Any) -> None:
         state: ClientState | None = None
+        raw = ""
         try:
             state = self._client(flow.client_conn)
             if state.refused is not None:
@@ -235,7 +240,8 @@ class EgressAddon:
             self._record("connect", host=target.netloc, address=str(address))
         except RefusedError as exc:
             if state is not None:
-                self._refuse(state, exc, hook="http_connect")
+                # the name asked for, as asked (capped): what the audit shows of a refusal
+                self._refuse(state, exc, hook="http_connect", host=raw[:_LOGGED_AUTHORITY])
             self._answer(flow, exc)
         except Exception as exc:
             self._failed(state, "http_connect", exc)
