@@ -138,7 +138,12 @@ def test_down_status_verify_audit_of_an_auto_host_never_probe(fleet: dict[str, P
     up, events = run(fleet, "up", "-i", str(fleet["docker"]))
     assert up.returncode == 0, up.stdout + up.stderr
     assert_no_probe(events)
-    assert containers() == {f"bottle-{HELD}", f"bottle-{HELD}-net", f"bottle-{HELD}-resolver"}
+    assert containers() == {
+        f"bottle-{HELD}",
+        f"bottle-{HELD}-net",
+        f"bottle-{HELD}-resolver",
+        f"bottle-{HELD}-proxy",
+    }
 
     status, events = run(fleet, "status", "-i", auto, "--format", "json")
     assert_no_probe(events)
