@@ -305,15 +305,18 @@ def test_want_refuses_unknown_states() -> None:
 
 def test_files_hold_the_compiler_output() -> None:
     w = wanted(
-        policy=build_policy(["a.example"], cidrs=["10.0.0.0/8"]), host_addresses=["192.0.2.9"]
+        policy=build_policy(["a.example"], cidrs=["10.0.0.0/8"]),
+        host_addresses=["10.1.2.9", "192.0.2.9"],
     )
     assert "server=/a.example/192.0.2.53" in w.files["dnsmasq.conf"]
     assert f"listen-address={w.addresses['resolver']}" in w.files["dnsmasq.conf"]
     assert f"nameserver {w.addresses['resolver']}" in w.files["resolv.conf"]
     rules = w.files["rules.ipv4"].splitlines()
     assert rules.index(
-        "-A OUTPUT -d 192.0.2.9/32 -j REJECT --reject-with icmp-port-unreachable"
+        "-A OUTPUT -d 10.1.2.9/32 -j REJECT --reject-with icmp-port-unreachable"
     ) < rules.index("-A OUTPUT -d 10.0.0.0/8 -j ACCEPT")
+    # a host address no route covers needs no rule: the default deny refuses it
+    assert "192.0.2.9" not in w.files["rules.ipv4"]
 
 
 @pytest.mark.parametrize(
@@ -405,11 +408,24 @@ def test_other_bottles_coming_and_going_do_not_change_a_bottles_rules() -> None:
             rules.index(f"-A OUTPUT -d {net} -j REJECT --reject-with icmp-port-unreachable")
             < accept
         )
-    assert blocked_destinations(["10.0.0.5", "172.30.1.1", "fe80::1"], "172.30.0.0/16") == [
+    host = ["10.0.0.5", "172.30.1.1", "fe80::1", "127.0.0.1", "192.0.2.7"]
+    assert blocked_destinations(host, "172.30.0.0/16", ["10.0.0.0/8", "::/0"]) == [
         "172.30.0.0/16",
         "10.0.0.5",
-        "fe80::1",
     ]
+    assert blocked_destinations(host, "172.30.0.0/16") == ["172.30.0.0/16"]
+
+
+def test_containers_and_networks_coming_and_going_do_not_change_a_bottle() -> None:
+    """Each container adds a link-local address to the host (its veth) and each network a
+    gateway address: a bottle's rules and proxy stay the same unless a route covers one."""
+    for policy in (POLICY, build_policy(["a.example"], cidrs=["203.0.113.0/24", "::/0"])):
+        before = wanted(policy=policy, host_addresses=["192.0.2.9", "fe80::1"])
+        after = wanted(
+            policy=policy,
+            host_addresses=["192.0.2.9", "fe80::1", "fe80::42:ff:fe00:2", "172.18.0.1"],
+        )
+        assert before.files == after.files and before.proxy_spec == after.proxy_spec
 
 
 # --------------------------------------------------------------------------- the egress proxy
@@ -453,20 +469,28 @@ def test_the_rules_accept_the_proxy_port_before_anything_is_rejected() -> None:
 
 
 def test_the_proxy_configuration_refuses_the_gateway_and_the_hosts_public_addresses() -> None:
-    host = ["172.17.0.1", "10.0.0.5", "198.51.100.7", "8.8.4.4", "172.30.9.1"]
+    host = ["172.17.0.1", "10.0.0.5", "198.51.100.7", "11.22.33.44", "172.30.9.1"]
     w = wanted(host_addresses=host, subnet_pool="172.30.0.0/16")
     config = json.loads(w.files["egress.json"])
     # private host addresses are refused by the proxy anyway (no cidr route covers them);
     # documentation ranges are not global; the public one is listed
-    assert config["refused_networks"] == ["172.30.5.1/32", "172.30.0.0/16", "8.8.4.4/32"]
+    assert config["refused_networks"] == ["172.30.5.1/32", "172.30.0.0/16", "11.22.33.44/32"]
     assert config["resolver"] == "172.30.5.2#53"
     with_cidrs = wanted(
         host_addresses=host,
         subnet_pool="172.30.0.0/16",
         policy=build_policy(["a.example"], cidrs=["10.0.0.0/8"]),
+        private_networks=["172.16.0.0/12"],
     )
     refused = json.loads(with_cidrs.files["egress.json"])["refused_networks"]
-    assert "10.0.0.5/32" in refused and "172.17.0.1/32" in refused
+    # covered by the cidr route, by a private network, public: refused; the pool once
+    assert refused == [
+        "172.30.5.1/32",
+        "172.30.0.0/16",
+        "10.0.0.5/32",
+        "11.22.33.44/32",
+        "172.17.0.1/32",
+    ]
 
 
 def test_a_new_host_network_does_not_change_the_proxy_without_cidr_routes() -> None:

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from botbottle.policy import (
+    SMOLVM_NO_NAMES,
     PolicyError,
     allows_name,
     build_policy,
@@ -20,6 +21,8 @@ from botbottle.policy import (
     render_dnsmasq,
     render_firewall,
     render_smolvm,
+    smolvm_deny_cidrs,
+    smolvm_gateway_overlap,
     warnings,
 )
 
@@ -130,7 +133,15 @@ def test_empty_manifest_is_no_egress() -> None:
     policy = compile_policy({})
     assert policy.exact_hosts == policy.wildcard_zones == policy.cidrs == ()
     smol = render_smolvm(policy)
-    assert smol == {"allow_hosts": [], "allow_cidrs": [], "network": False, "cli_args": []}
+    # no network, and no deny rule: --deny-cidr would turn smolvm's network on
+    assert smol == {
+        "allow_hosts": [],
+        "allow_cidrs": [],
+        "deny_cidrs": [],
+        "network": False,
+        "cli_args": [],
+        "update_args": [],
+    }
 
 
 @pytest.mark.parametrize(
@@ -184,7 +195,7 @@ def test_smolvm_exact_names_use_the_pattern_form() -> None:
     assert smol["allow_hosts"] == ["=api.example.com", "*.cdn.example"]
     assert smol["allow_cidrs"] == ["10.0.0.0/8"]
     assert smol["network"] is True
-    assert smol["cli_args"] == [
+    allow = [
         "--allow-host-pattern",
         "api.example.com",
         "--allow-host-pattern",
@@ -192,10 +203,96 @@ def test_smolvm_exact_names_use_the_pattern_form() -> None:
         "--allow-cidr",
         "10.0.0.0/8",
     ]
+    assert smol["update_args"] == allow
+    assert smol["cli_args"][: len(allow)] == allow
+    assert smol["cli_args"][len(allow) :] == [
+        arg for cidr in smolvm_deny_cidrs() for arg in ("--deny-cidr", cidr)
+    ]
     # never a bare entry (smolvm matches a bare host and all its subdomains), never
     # --allow-host (it resolves names at create time and admits subdomains)
     assert all(h.startswith(("=", "*.")) for h in smol["allow_hosts"])
     assert "--allow-host" not in smol["cli_args"]
+
+
+def test_smolvm_deny_rules_cover_the_gateway_and_the_never_routed_networks() -> None:
+    deny = [ipaddress.ip_network(c) for c in smolvm_deny_cidrs()]
+    assert deny[:2] == [
+        ipaddress.ip_network("100.96.0.0/16"),
+        ipaddress.ip_network("fd53:4d00::/64"),
+    ]
+    for address in (
+        "100.96.0.1",
+        "100.96.3.1",
+        "fd53:4d00::1",
+        "127.0.0.1",
+        "::1",
+        "0.0.0.0",
+        "::ffff:127.0.0.1",
+        "169.254.169.254",
+        "fe80::1",
+        "fd00:ec2::254",
+    ):
+        ip = ipaddress.ip_address(address)
+        assert any(ip in net for net in deny), address
+    for address in ("100.95.255.255", "100.97.0.1", "203.0.113.7", "fd53:4d00:0:1::1"):
+        ip = ipaddress.ip_address(address)
+        assert not any(ip in net for net in deny), address
+    assert len(set(deny)) == len(deny)
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [
+        [{"host": "api.example.com"}],
+        [{"cidr": "203.0.113.0/24"}],
+        [{"cidr": "0.0.0.0/0", "wide": True}, {"cidr": "::/0", "wide": True}],
+        [{"host": "*.example.org"}, {"cidr": "2001:db8::/32"}],
+    ],
+)
+def test_every_smolvm_network_denies_the_gateway_first(routes: list[dict[str, object]]) -> None:
+    smol = render_smolvm(compile_policy(_manifest(*routes)))
+    assert smol["network"] is True
+    assert smol["deny_cidrs"] == smolvm_deny_cidrs()
+    pairs = list(zip(smol["cli_args"][0::2], smol["cli_args"][1::2], strict=True))
+    assert [v for f, v in pairs if f == "--deny-cidr"] == smolvm_deny_cidrs()
+    assert "--deny-cidr" not in smol["update_args"]  # machine update has no --deny-cidr
+
+
+def test_a_cidr_only_bottle_gets_a_name_that_never_resolves() -> None:
+    smol = render_smolvm(compile_policy(_manifest({"cidr": "203.0.113.0/24"})))
+    assert SMOLVM_NO_NAMES.endswith(".invalid")  # reserved, never resolves (RFC 6761)
+    assert smol["allow_hosts"] == ["=" + SMOLVM_NO_NAMES]
+    assert smol["update_args"] == [
+        "--allow-host-pattern",
+        SMOLVM_NO_NAMES,
+        "--allow-cidr",
+        "203.0.113.0/24",
+    ]
+    # a bottle with a host route needs no stand-in, and one without routes has no network
+    with_host = render_smolvm(
+        compile_policy(_manifest({"host": "a.example"}, {"cidr": "203.0.113.0/24"}))
+    )
+    assert with_host["allow_hosts"] == ["=a.example"]
+    assert render_smolvm(compile_policy({}))["allow_hosts"] == []
+
+
+@pytest.mark.parametrize(
+    ("cidr", "gateway"),
+    [
+        ("100.96.0.1/32", "100.96.0.0/16"),
+        ("100.96.7.0/24", "100.96.0.0/16"),
+        ("100.64.0.0/10", "100.96.0.0/16"),
+        ("0.0.0.0/0", "100.96.0.0/16"),
+        ("fd53:4d00::1/128", "fd53:4d00::/64"),
+        ("fd00::/8", "fd53:4d00::/64"),
+        ("::/0", "fd53:4d00::/64"),
+        ("100.97.0.0/16", None),
+        ("203.0.113.0/24", None),
+        ("fd53:4d00:0:1::/64", None),
+    ],
+)
+def test_smolvm_gateway_overlap(cidr: str, gateway: str | None) -> None:
+    assert smolvm_gateway_overlap(cidr) == gateway
 
 
 def test_dnsmasq_exact_name_blocks_its_subdomains() -> None:
@@ -309,8 +406,8 @@ def test_firewall_rejects_bad_addresses(resolver: str, gateway: str | None) -> N
 
 def test_firewall_stamp_names_the_hash() -> None:
     policy = build_policy(["a.example"])
-    assert firewall_stamp(policy) == f"bot-bottle-policy {policy.digest} rules-5"
-    assert firewall_stamp(policy, "10.0.0.4:8080").endswith(" rules-5 via-10.0.0.4:8080")
+    assert firewall_stamp(policy) == f"bot-bottle-policy {policy.digest} rules-6"
+    assert firewall_stamp(policy, "10.0.0.4:8080").endswith(" rules-6 via-10.0.0.4:8080")
     assert len(firewall_stamp(policy)) < 256  # iptables comment limit
 
 

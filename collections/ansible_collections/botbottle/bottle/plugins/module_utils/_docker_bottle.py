@@ -73,6 +73,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._egress import (
     render_config,
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
+    NEVER_ROUTED,
     EgressPolicy,
     firewall_stamp,
     render_dnsmasq,
@@ -362,34 +363,58 @@ def agent_argv(
     return [GUARD_BINARY, "sh", "-c", GUARD_SCRIPT, "bottle-seal-guard"], run
 
 
-def blocked_destinations(host_addresses: Sequence[str], subnet_pool: str) -> list[str]:
-    """What a bottle may never reach besides its gateway: the pool every bottle network
-    comes from (the other bottles, and the host's addresses on them), then the host's
-    own addresses outside it. Listing the pool rather than each bottle's gateway keeps
-    a bottle's rules the same when other bottles come and go."""
+def _never_routed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return any(address.version == n.version and address in n for n, _ in NEVER_ROUTED)
+
+
+def blocked_destinations(
+    host_addresses: Sequence[str], subnet_pool: str, reachable: Sequence[str] = ()
+) -> list[str]:
+    """What a bottle's rules reject besides its gateway before any route is accepted:
+    the pool every bottle network comes from (the other bottles, and the host's
+    addresses on them), then the host's own addresses outside it that a ``reachable``
+    network (a ``cidr`` route) covers. The others need no rule: what no route covers is
+    rejected by the default deny, and loopback and link-local are rejected before any
+    route. Listing them would rewrite every bottle's rules each time a container (its
+    link-local veth address) or a network comes or goes on the host; listing the pool
+    rather than each bottle's gateway likewise keeps them the same when bottles do."""
     pool = ipaddress.ip_network(subnet_pool) if subnet_pool else None
-    outside = [
-        a
-        for a in host_addresses
-        if pool is None
-        or ipaddress.ip_address(a).version != pool.version
-        or ipaddress.ip_address(a) not in pool
-    ]
-    return ([str(pool)] if pool is not None else []) + sorted(outside)
+    routes = [ipaddress.ip_network(n, strict=False) for n in reachable]
+    kept = []
+    for text in host_addresses:
+        address = ipaddress.ip_address(text)
+        if pool is not None and address.version == pool.version and address in pool:
+            continue
+        if _never_routed(address):
+            continue
+        if any(address.version == r.version and address in r for r in routes):
+            kept.append(str(address))
+    return ([str(pool)] if pool is not None else []) + sorted(set(kept))
 
 
-def proxy_refused(policy: EgressPolicy, blocked: Sequence[str], subnet_pool: str) -> list[str]:
+def proxy_refused(
+    policy: EgressPolicy,
+    host_addresses: Sequence[str],
+    subnet_pool: str,
+    private_networks: Sequence[str] = (),
+) -> list[str]:
     """What the proxy never connects to besides the bottle's gateway and what it refuses
-    anyway (loopback, link-local, metadata; private answers unless a ``cidr`` route
-    covers them): with ``cidr`` routes, every blocked destination (a route may cover
-    a private range the host has an address in); without, the pool and the host's
-    public addresses only, so the proxy's configuration does not change every time a
-    Docker network comes or goes on the host."""
-    if policy.cidrs:
-        return list(blocked)
-    pool = list(blocked[:1]) if subnet_pool else []
-    public = [a for a in blocked[len(pool) :] if ipaddress.ip_network(a).is_global]
-    return pool + public
+    anyway (loopback, link-local, metadata; private answers outside ``cidr`` routes and
+    ``private_networks``): the pool, and the host's addresses an allowed name could
+    otherwise lead it to -- public ones, and private ones a ``cidr`` route or a private
+    network covers. Stable while containers and unrelated networks come and go."""
+    pool = [str(ipaddress.ip_network(subnet_pool))] if subnet_pool else []
+    routes = [ipaddress.ip_network(n, strict=False) for n in (*policy.cidrs, *private_networks)]
+    kept = []
+    for text in host_addresses:
+        address = ipaddress.ip_address(text)
+        if pool and address.version == 4 and address in ipaddress.ip_network(pool[0]):
+            continue
+        if _never_routed(address):
+            continue
+        if address.is_global or any(address.version == r.version and address in r for r in routes):
+            kept.append(str(address))
+    return pool + sorted(set(kept))
 
 
 def want(
@@ -435,18 +460,21 @@ def want(
     addresses = bottle_addresses(subnet)
     directory = f"{state_dir}/{name}"
     proxy = f"{addresses['proxy']}:{PROXY_PORT}"
-    blocked = blocked_destinations(host_addresses, subnet_pool)
+    blocked = blocked_destinations(host_addresses, subnet_pool, policy.cidrs)
     rules = render_firewall(
         policy,
         addresses["resolver"],
         addresses["gateway"],
-        host_addresses=blocked if policy.cidrs else (),
+        host_addresses=blocked,
         proxy=proxy,
     )
     config = render_config(
         policy,
         addresses["resolver"],
-        refused_networks=[addresses["gateway"], *proxy_refused(policy, blocked, subnet_pool)],
+        refused_networks=[
+            addresses["gateway"],
+            *proxy_refused(policy, host_addresses, subnet_pool, private_networks),
+        ],
         log_file=f"{CONTAINER_LOG_DIR}/{LOG_FILE_NAME}",
         private_networks=private_networks,
         log_minimum=log_minimum,

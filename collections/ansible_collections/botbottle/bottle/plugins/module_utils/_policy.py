@@ -762,7 +762,7 @@ def render_dnsmasq(policy: EgressPolicy, upstreams: Sequence[str]) -> list[str]:
 
 # Bumped whenever render_firewall's output changes for the same policy, so that bottles
 # running older rules get the new ones on the next run (their stamp no longer matches).
-_RULES_VERSION = 5
+_RULES_VERSION = 6
 
 
 def firewall_stamp(policy: EgressPolicy, proxy: str | None = None) -> str:
