@@ -73,6 +73,25 @@ def require_docker() -> None:
     pytest.skip("Docker does not answer here (run scripts/dockerd)", allow_module_level=True)
 
 
+NETUTILS_IMAGE = "bot-bottle/netutils:latest"
+PROXY_IMAGE = "bot-bottle/egress-proxy:latest"
+_IMAGE_PLAYBOOKS = {
+    NETUTILS_IMAGE: "tests/integration/playbooks/netutils_image.yml",
+    PROXY_IMAGE: "tests/integration/playbooks/egress_proxy_image.yml",
+}
+
+
+def require_images(*images: str) -> None:
+    """Build the local images a test module uses when they are missing (the roles'
+    own builds, as a bottle's bring-up would do), so a module does not depend on an
+    earlier one having brought a bottle up."""
+    for image in images or tuple(_IMAGE_PLAYBOOKS):
+        if docker("image", "inspect", image).returncode == 0:
+            continue
+        done = ansible("ansible-playbook", _IMAGE_PLAYBOOKS[image])
+        assert done.returncode == 0, f"building {image} failed:\n{done.stdout[-3000:]}"
+
+
 @contextmanager
 def egress_network(network: str, subnet: str, gateway: str, log: Path) -> Iterator[int]:
     """A test-owned internal Docker network whose gateway (this machine) runs a fake

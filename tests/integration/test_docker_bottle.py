@@ -23,7 +23,7 @@ import pytest
 from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle import SEAL
 from ansible_collections.botbottle.bottle.plugins.module_utils._egress import PROXY_ENV_NAMES
 from botbottle.policy import build_policy
-from tests.helpers import ROOT, egress_network, require_docker, with_net_admin
+from tests.helpers import ROOT, egress_network, require_docker, require_images, with_net_admin
 from tests.helpers import docker as _docker
 
 pytestmark = pytest.mark.integration
@@ -37,6 +37,7 @@ PROXY_IMAGE = "bot-bottle/egress-proxy:latest"
 SECRET = "bb-module-secret-8e1f"
 
 require_docker()
+require_images(IMAGE, PROXY_IMAGE)
 
 
 def run_module(

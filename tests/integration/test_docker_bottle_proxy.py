@@ -37,7 +37,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._docker_net impor
     bottle_addresses,
 )
 from botbottle.policy import build_policy
-from tests.helpers import ROOT, bottle, require_docker
+from tests.helpers import ROOT, bottle, require_docker, require_images
 from tests.helpers import docker as _docker
 
 pytestmark = pytest.mark.integration
@@ -211,9 +211,7 @@ def _wait_listening(address: str) -> None:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """The stand-in for the internet, then the bottle through the module."""
-    for image in (NETUTILS, PROXY_IMAGE):
-        if _docker("image", "inspect", image).returncode != 0:
-            pytest.fail(f"{image} is missing (the roles netutils_image / egress_proxy_image)")
+    require_images(NETUTILS, PROXY_IMAGE)
     _cleanup()  # what an interrupted run left
     work = tmp_path_factory.mktemp("docker-proxy")
     work.chmod(0o755)

@@ -509,7 +509,9 @@ def test_load_document_records_lines(tmp_path: Path) -> None:
     assert doc.line_of(["env", "A", "deeper"]) == 2
 
 
-@pytest.mark.parametrize("name", ["HTTPS_PROXY", "http_proxy", "NO_PROXY", "SSL_CERT_FILE", "PIP_CERT"])
+@pytest.mark.parametrize(
+    "name", ["HTTPS_PROXY", "http_proxy", "NO_PROXY", "SSL_CERT_FILE", "PIP_CERT"]
+)
 def test_env_may_not_set_the_proxy_and_ca_variables(tmp_path: Path, name: str) -> None:
     path = write(tmp_path, "agent.yml", f"env:\n  {name}: http://elsewhere.example:3128\n")
     problem = only_problem(path)
