@@ -7,7 +7,9 @@ It answers every name with ORIGIN, on the egress network 198.51.100.0/24
 origin (tests/egress_origin.py, certificate from a test CA the proxies trust through
 docker_bottle_egress_trusted_ca) listens there: the allowed hosts answer through
 the proxy, which is the positive control of the proxy checks.
-The host runs two bottles, probed in one module call. The suite must pass on the
+The host runs two bottles, probed in one module call; the second one's only route
+restricts its requests (matches: GET below /api/), so the proxy checks must send a
+request those matches admit. The suite must pass on the
 real bottles, and fail - exit 1, naming the leaks - on a bottle whose firewall was
 flushed behind bot-bottle's back (and whose namespace was put on the egress network,
 so a direct connection around the proxy reaches the origin), whose proxy was
@@ -49,7 +51,8 @@ PROXY_CHECKS = (
     "proxy-ip-literal",
 )
 NAME = "verifytest"
-PEER = "verifypeer"  # a second bottle on the same host
+PEER = "verifypeer"  # a second bottle on the same host; its only route has matches
+PEER_PREFIX = "/api/"  # ... which admit GET below this prefix only
 SECRET = "bb-verify-secret-value-3a7c9d"
 ENCODED = base64.b32encode(SECRET.encode()).decode().rstrip("=").lower()
 
@@ -141,7 +144,9 @@ def inventory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     (base / f"{PEER}.yml").write_text(
         "runtime:\n  command: [sleep, infinity]\n"
-        "egress:\n  routes:\n    - host: peer.bbtest.example\n"
+        "egress:\n  log: 2\n  routes:\n    - host: peer.bbtest.example\n"
+        f"      matches:\n        - paths: [{{type: prefix, value: {PEER_PREFIX}}}]\n"
+        "          methods: [GET]\n"
     )
     host = {
         "ansible_connection": "local",
@@ -227,6 +232,49 @@ def test_the_example_bottle_is_sealed(inventory: Path) -> None:
     for name in (NAME, PEER):
         listing = _docker("exec", f"bottle-{name}", "ls", "-a", "/tmp").stdout
         assert ".bottle-probe" not in listing
+
+
+def _agent_request(name: str, url: str) -> str:
+    """The agent's own HTTPS GET through its egress proxy (curl reads the agent's proxy
+    and CA variables): the response heads and ``status=<code>``."""
+    done = _docker(
+        "exec", f"bottle-{name}", "curl", "-sS", "--max-time", "10", "-o", "/dev/null",
+        "-D", "-", "-w", "status=%{http_code}\n", url,
+    )  # fmt: skip
+    return (done.stdout + done.stderr).lower()
+
+
+def test_a_route_with_matches_gets_a_request_they_admit(inventory: Path) -> None:
+    # positive control: the peer's matches are enforced - a request outside them is
+    # refused (what the verifier's fixed request got before it read the matches, which
+    # left the bottle inconclusive) and one they admit reaches the origin
+    outside = _agent_request(PEER, "https://peer.bbtest.example/agent-outside")
+    assert "status=403" in outside and "x-bot-bottle-refused: no-route-match" in outside
+    inside = _agent_request(PEER, f"https://peer.bbtest.example{PEER_PREFIX}agent-inside")
+    assert "status=200" in inside and "x-bot-bottle-refused" not in inside, inside
+    code, data, output = verify(inventory)
+    assert code == 0, output
+    assert row(data, PEER)["verdict"] == "sealed", output
+    results = {c["name"]: c for c in row(data, PEER)["results"]}
+    assert {n: results[n]["verdict"] for n in PROXY_CHECKS} == dict.fromkeys(
+        PROXY_CHECKS, "pass"
+    ), output
+    # the control sent a GET below the prefix, with the run's label as its last segment
+    probe = results["proxy-allowed-host"]["evidence"]["probe"]
+    assert f"GET {PEER_PREFIX}bottle-verify-" in probe, probe
+    assert results["proxy-allowed-host"]["observed"] == "HTTP 200", output
+    # the same request with another Host is refused for that reason, not for the matches
+    assert "host-mismatch" in results["proxy-host-mismatch"]["observed"], output
+    # the audit (egress.log 2) shows the verifier's request, told by its path, beside the
+    # agent's own requests
+    path = probe.split(" GET ", 1)[1].split()[0]
+    proc = run("audit", PEER, "-i", str(inventory), "--since", "1h", "--format", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    seen = {(r.get("path"), r.get("verdict")) for r in rows if r["name"] == "peer.bbtest.example"}
+    assert (path, "forwarded") in seen, rows
+    assert (f"{PEER_PREFIX}agent-inside", "forwarded") in seen, rows
+    assert ("/agent-outside", "no-route-match") in seen, rows
 
 
 def _probe_events(stderr: str) -> list[dict[str, Any]]:

@@ -11,9 +11,11 @@ from ansible_collections.botbottle.bottle.plugins.filter.verify import (
     bottle_verify_message,
     bottle_verify_report,
 )
+from ansible_collections.botbottle.bottle.plugins.module_utils import _egress
 from ansible_collections.botbottle.bottle.plugins.module_utils._probe import (
     HOST,
     NEIGHBOUR,
+    NOT_SENT,
     PROBE_LABEL,
     PROXY_ALLOWED,
     PROXY_DIRECT,
@@ -25,6 +27,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._probe import (
     Result,
     Target,
     capability_check,
+    choose_proxy_request,
     evaluate,
     failure_message,
     host_verdict,
@@ -36,7 +39,6 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._probe import (
     plan_proxy_checks,
     probe_names,
     proxy_facts,
-    proxy_host,
     proxy_outcomes,
     proxy_run_argv,
     random_label,
@@ -580,6 +582,9 @@ def test_the_proxy_checks_reach_the_first_exact_route_and_front_an_unlisted_name
     assert spec["other"] == unlisted_name(POLICY, LABEL)
     assert not allows_name(POLICY, spec["other"])
     assert spec["path"] == f"/{LABEL}"  # the proxy's log tells the verifier's requests
+    assert spec["method"] == "GET" and "problem" not in spec
+    assert spec["headers"] == [["user-agent", "bottle-verify"], ["connection", "close"]]
+    assert by_name[PROXY_ALLOWED].spec.endswith(f": GET /{LABEL}")
     # every attack depends on the allowed host answering through the proxy
     for name in PROXY_CHECKS[1:]:
         assert by_name[name].control_check == PROXY_ALLOWED
@@ -600,7 +605,7 @@ def test_a_covered_fallback_literal_is_skipped() -> None:
 def test_wildcard_only_bottles_reach_www_below_the_zone_and_cidr_only_bottles_get_none() -> None:
     _by_name, spec, checks = _proxy_plan(build_policy([], ["cdn.example"], []))
     assert spec["host"] == "www.cdn.example" and len(checks) == 4
-    assert proxy_host(build_policy([], [], ["203.0.113.0/24"])) == ""
+    assert choose_proxy_request(build_policy([], [], ["203.0.113.0/24"]), LABEL) is None
     assert plan_proxy_checks(
         build_policy([], [], ["203.0.113.0/24"]), label=LABEL, proxy="", resolver=""
     ) == ([], {})
@@ -785,3 +790,251 @@ def test_an_undecided_proxy_control_says_what_the_allowed_host_answered() -> Non
     message = failure_message(row, "h1")
     assert "did not answer through the egress proxy (tls-failed)" in message
     assert "bottle_verify_resolvers" not in message
+
+
+# --------------------------------------------------------------------------- the request
+
+
+def _http(*routes: tuple[str, list[dict[str, Any]]], exact: tuple[str, ...] = ()) -> Any:
+    """A policy whose exact routes are ``exact`` plus the hosts of ``routes`` (with those
+    matches; none when empty); ``*.zone`` keys are wildcard routes."""
+    hosts = [*exact, *(k for k, _ in routes if not k.startswith("*."))]
+    zones = [k[2:] for k, _ in routes if k.startswith("*.")]
+    return build_policy(hosts, zones, [], 0, {k: m for k, m in routes if m})
+
+
+def _chosen(policy: Any) -> Any:
+    request = choose_proxy_request(policy, LABEL)
+    assert request is not None
+    return request
+
+
+def _admitted(policy: Any, request: Any) -> bool:
+    """Does the policy's route admit the request as the client sends it (the proxy's test)?"""
+    matchers = policy.matches_for(request.route)
+    sent = [("host", request.host), *request.headers]
+    return matchers is None or any(m.matches(request.method, request.path, sent) for m in matchers)
+
+
+API_PREFIX = [{"paths": [{"type": "prefix", "value": "/api/"}], "methods": ["GET"]}]
+
+
+def test_a_route_without_matches_is_preferred_to_an_earlier_one_with_matches() -> None:
+    policy = _http(("a.example.com", API_PREFIX), exact=("b.example.com",))
+    request = _chosen(policy)
+    assert (request.host, request.route, request.entry) == ("b.example.com", "b.example.com", -1)
+    assert (request.method, request.path) == ("GET", f"/{LABEL}")
+    assert request.describe() == f"GET /{LABEL}" and not request.problem
+
+
+@pytest.mark.parametrize(
+    ("prefix", "path"),
+    [("/api/", f"/api/{LABEL}"), ("/api", f"/api/{LABEL}"), ("/", f"/{LABEL}")],
+)
+def test_a_prefix_path_is_continued_by_the_label(prefix: str, path: str) -> None:
+    policy = _http(("a.example.com", [{"paths": [{"type": "prefix", "value": prefix}]}]))
+    request = _chosen(policy)
+    assert (request.method, request.path, request.entry) == ("GET", path, 0)
+    assert _admitted(policy, request)
+
+
+def test_the_only_route_with_matches_gets_a_request_they_admit() -> None:
+    policy = _http(("a.example.com", API_PREFIX))
+    checks, spec = plan_proxy_checks(policy, label=LABEL, proxy="10.9.0.5:8080", resolver="")
+    assert spec["host"] == "a.example.com" and spec["path"] == f"/api/{LABEL}"
+    assert spec["method"] == "GET" and "problem" not in spec
+    # the fronted request is the same request: only its Host differs
+    assert [c.spec.rsplit(": ", 1)[1] for c in checks[:2]] == [f"GET /api/{LABEL}"] * 2
+    assert _admitted(policy, _chosen(policy))
+
+
+def test_an_exact_path_is_used_as_it_is() -> None:
+    policy = _http(("a.example.com", [{"paths": [{"type": "exact", "value": "/health"}]}]))
+    request = _chosen(policy)
+    assert (request.method, request.path) == ("GET", "/health")
+    assert _admitted(policy, request)
+
+
+def test_a_path_with_the_label_is_preferred_across_entries_and_paths() -> None:
+    matches = [
+        {"paths": [{"type": "exact", "value": "/health"}]},
+        {"paths": [{"type": "exact", "value": "/status"}, {"type": "prefix", "value": "/v1"}]},
+    ]
+    policy = _http(("a.example.com", matches))
+    request = _chosen(policy)
+    assert request.path == f"/v1/{LABEL}" and _admitted(policy, request)
+
+
+@pytest.mark.parametrize(
+    ("methods", "method"),
+    [
+        (["POST", "HEAD", "GET"], "GET"),
+        (["POST", "HEAD"], "HEAD"),
+        (["OPTIONS", "PUT"], "OPTIONS"),
+        (["PUT", "POST"], "POST"),  # sorted: the first unsafe one, on the label's path
+        (["CONNECT", "PATCH"], "PATCH"),
+    ],
+)
+def test_the_method_is_a_safe_one_when_the_entry_allows_one(
+    methods: list[str], method: str
+) -> None:
+    matches = [{"paths": [{"type": "prefix", "value": "/api"}], "methods": methods}]
+    policy = _http(("a.example.com", matches))
+    request = _chosen(policy)
+    assert request.method == method and request.path == f"/api/{LABEL}"
+    assert _admitted(policy, request)
+
+
+def test_an_unsafe_method_is_never_sent_to_a_path_of_the_route_itself() -> None:
+    exact = [{"paths": [{"type": "exact", "value": "/v1/jobs"}], "methods": ["DELETE"]}]
+    request = _chosen(_http(("a.example.com", exact)))
+    assert request.problem and "DELETE" in request.problem and "may change" in request.problem
+    # ... but another entry with a safe method is used
+    policy = _http(("a.example.com", [*exact, {"paths": [{"type": "exact", "value": "/"}]}]))
+    request = _chosen(policy)
+    assert (request.method, request.path, request.entry) == ("GET", "/", 1)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path"),
+    [
+        (r"/api/v[0-9]+/.*", f"/api/v0/{LABEL}"),
+        (r"^/repos/.*", f"/repos/{LABEL}"),
+        (r"/status", "/status"),
+        (r"/users/[a-z]+", "/users/a"),
+        (r".*", f"/{LABEL}"),
+        (r"/(health|ready)", "/"),  # no trial matches ... see below
+    ],
+)
+def test_a_regex_path_gets_the_first_simple_trial_it_matches(pattern: str, path: str) -> None:
+    policy = _http(("a.example.com", [{"paths": [{"type": "regex", "value": pattern}]}]))
+    request = _chosen(policy)
+    if pattern == r"/(health|ready)":
+        assert request.problem and "regular expressions" in request.problem
+        assert repr(pattern) in request.problem
+        return
+    assert request.path == path and not request.problem
+    assert _admitted(policy, request)
+
+
+def test_exact_header_predicates_are_sent_and_replace_the_defaults() -> None:
+    matches = [
+        {
+            "paths": [{"type": "prefix", "value": "/api/"}],
+            "headers": [
+                {"name": "X-Api-Version", "value": "2024-01-01"},
+                {"name": "User-Agent", "value": "agent/1.0"},
+            ],
+        }
+    ]
+    policy = _http(("a.example.com", matches))
+    request = _chosen(policy)
+    assert request.headers == (
+        ("user-agent", "agent/1.0"),
+        ("connection", "close"),
+        ("x-api-version", "2024-01-01"),
+    )
+    assert request.describe() == f"GET /api/{LABEL} with user-agent, x-api-version"
+    assert _admitted(policy, request)
+    _checks, spec = plan_proxy_checks(policy, label=LABEL, proxy="", resolver="")
+    assert ["x-api-version", "2024-01-01"] in spec["headers"]
+
+
+@pytest.mark.parametrize(
+    ("predicate", "value"),
+    [
+        ({"name": "x-flag", "type": "regex", "value": "true|false"}, "true"),
+        ({"name": "x-id", "type": "regex", "value": "[0-9]+"}, "0"),
+        ({"name": "x-client", "type": "regex", "value": "bot-.*"}, "bot-"),
+        ({"name": "host", "value": "a.example.com"}, None),  # the Host sent already
+        ({"name": "content-length", "value": "0"}, "0"),
+    ],
+)
+def test_a_header_predicate_a_trivial_value_satisfies_is_met(
+    predicate: dict[str, str], value: str | None
+) -> None:
+    policy = _http(("a.example.com", [{"headers": [predicate]}]))
+    request = _chosen(policy)
+    assert not request.problem, request.problem
+    sent = dict(request.headers)
+    assert sent.get(predicate["name"]) == value
+    assert _admitted(policy, request)
+
+
+@pytest.mark.parametrize(
+    ("predicate", "reason"),
+    [
+        ({"name": "x-sig", "type": "regex", "value": "[0-9a-f]{64}"}, "must match '[0-9a-f]{64}'"),
+        ({"name": "host", "value": "other.example.com"}, "do not admit a.example.com"),
+        ({"name": "content-length", "value": "12"}, "content-length must be '12'"),
+        ({"name": "transfer-encoding", "value": "chunked"}, "sends no body"),
+        ({"name": "x-pad", "value": " padded"}, "cannot send"),
+    ],
+)
+def test_a_header_predicate_the_verifier_cannot_meet_gives_up_saying_why(
+    predicate: dict[str, str], reason: str
+) -> None:
+    policy = _http(("a.example.com", [{"headers": [predicate]}]))
+    request = _chosen(policy)
+    assert reason in request.problem and "route a.example.com: entry 0" in request.problem
+
+
+def test_when_no_route_admits_a_request_nothing_is_sent_and_every_check_says_why() -> None:
+    regex_only = [{"paths": [{"type": "regex", "value": "/(health|ready)"}]}]
+    policy = _http(("a.example.com", regex_only), ("b.example.com", [{"methods": ["CONNECT"]}]))
+    checks, spec = plan_proxy_checks(policy, label=LABEL, proxy="10.9.0.5:8080", resolver="")
+    assert spec["host"] == "a.example.com"  # the first exact route, for the record
+    assert "route a.example.com: entry 0" in spec["problem"]
+    assert "route b.example.com: entry 0: its only method is CONNECT" in spec["problem"]
+    assert checks[0].spec.endswith(": no request")
+    results = _proxy_verdicts(checks, {NOT_SENT: spec["problem"]})
+    assert {r.verdict for r in results.values()} == {"inconclusive"}
+    observed = results[PROXY_ALLOWED].observed
+    assert observed.startswith("not-sent (no route's matches admit a request")
+    row = {
+        "bottle": "web",
+        "verdict": "inconclusive",
+        "inconclusive": list(PROXY_CHECKS),
+        "results": [r.to_dict() for r in results.values()],
+    }
+    message = failure_message(row, "h1")
+    assert "found no request to send" in message and "route without matches" in message
+
+
+def test_a_route_with_a_usable_entry_is_chosen_over_an_earlier_one_without() -> None:
+    regex_only = [{"paths": [{"type": "regex", "value": "/(health|ready)"}]}]
+    policy = _http(("a.example.com", regex_only), ("b.example.com", API_PREFIX))
+    request = _chosen(policy)
+    assert (request.host, request.path) == ("b.example.com", f"/api/{LABEL}")
+
+
+def test_wildcard_routes_are_reached_below_their_zone_with_their_matches() -> None:
+    policy = _http(("*.cdn.example", API_PREFIX))
+    request = _chosen(policy)
+    assert (request.host, request.route) == ("www.cdn.example", "*.cdn.example")
+    assert request.path == f"/api/{LABEL}" and _admitted(policy, request)
+    # an exact route with matches still comes before a wildcard route without
+    policy = _http(("a.example.com", API_PREFIX), ("*.cdn.example", []))
+    assert _chosen(policy).host == "a.example.com"
+
+
+def test_every_chosen_request_is_admitted_by_the_proxys_own_check() -> None:
+    """The choice agrees with the proxy: _egress.check_request passes each request."""
+    cases = [
+        API_PREFIX,
+        [{"paths": [{"type": "regex", "value": r"/api/v[0-9]+/.*"}], "methods": ["PUT"]}],
+        [{"headers": [{"name": "x-id", "type": "regex", "value": "[0-9]+"}], "methods": ["HEAD"]}],
+    ]
+    for matches in cases:
+        policy = _http(("a.example.com", matches))
+        request = _chosen(policy)
+        config = _egress.EgressConfig(policy=policy, resolver=("127.0.0.1", 53))
+        target = _egress.parse_authority(f"{request.host}:443")
+        route = _egress.check_request(
+            config,
+            target,
+            method=request.method,
+            path=request.path,
+            headers=[("host", request.host), *request.headers],
+        )
+        assert route == "a.example.com"

@@ -111,3 +111,20 @@ def test_an_unreachable_proxy_is_said_so() -> None:
     spec = {**_spec(f"127.0.0.1:{port}"), "host": "api.example.test", "ca": "/nonexistent"}
     out = _proxy_check.exchange(spec, "api.example.test")
     assert out["outcome"] == "proxy-unreachable" and "ConnectionRefusedError" in out["error"]
+
+
+def test_the_request_is_the_planned_method_path_and_headers_after_host() -> None:
+    spec = {
+        "method": "HEAD",
+        "path": "/api/bottle-verify-x",
+        "headers": [["user-agent", "agent/1.0"], ["connection", "close"], ["x-v", "2"]],
+    }
+    assert _proxy_check.request_head(spec, "api.example.test") == (
+        b"HEAD /api/bottle-verify-x HTTP/1.1\r\nHost: api.example.test\r\n"
+        b"user-agent: agent/1.0\r\nconnection: close\r\nx-v: 2\r\n\r\n"
+    )
+    # without them (an older spec): GET with the verifier's own User-Agent
+    assert _proxy_check.request_head({"path": "/p"}, "other.test") == (
+        b"GET /p HTTP/1.1\r\nHost: other.test\r\n"
+        b"User-Agent: bottle-verify\r\nConnection: close\r\n\r\n"
+    )

@@ -19,7 +19,8 @@ run by a client (``_proxy_check.py``) in a throw-away container that joins the a
 network namespace (:func:`proxy_run_argv`): the allowed host answers through the proxy
 (the positive control of the other three), a direct connection to its address around
 the proxy fails, a request whose Host is not its SNI is refused (``host-mismatch``),
-and a CONNECT to an IP literal is refused (``ip-not-covered``).
+and a CONNECT to an IP literal is refused (``ip-not-covered``). The request is one the
+allowed host's route admits (:func:`choose_proxy_request` reads its ``matches``).
 
 One check is not about the network: ``capabilities`` reads the capability sets of
 the bottle's PID 1 (the agent's init or command) and of the probe itself (a process started
@@ -50,7 +51,12 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._egress import (
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     EgressPolicy,
+    HeaderMatch,
+    PathMatch,
+    RequestMatch,
     allows_name,
+    request_path,
+    route_for,
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._runtime import (
     capabilities_in_mask,
@@ -502,6 +508,9 @@ _PROXY_EXPECTS = frozenset({REACHES_THROUGH_PROXY, REFUSED_BY_PROXY, BLOCKED_ARO
 #: by a ``cidr`` route (documentation ranges, RFC 5737: nothing answers there).
 _LITERAL_FALLBACKS = ("192.0.2.1", "198.51.100.1", "203.0.113.1")
 _HTTPS_PORT = 443
+#: The key of the client output that stands for "nothing sent, and why" (see
+#: :func:`proxy_outcomes`).
+NOT_SENT = "not_sent"
 
 
 def is_proxy_check(check: Check) -> bool:
@@ -509,17 +518,241 @@ def is_proxy_check(check: Check) -> bool:
     return check.expect in _PROXY_EXPECTS
 
 
-def proxy_host(policy: EgressPolicy) -> str:
-    """The allowed host the proxy checks reach: the first exact route; for a bottle
-    with wildcard routes only, ``www.`` below its first zone (the compiler must allow
-    it); ``""`` when the bottle has no host route (cidr routes only: no proxy checks)."""
-    if policy.exact_hosts:
-        return policy.exact_hosts[0]
+#: Methods the verifier prefers, in this order: safe ones (RFC 9110 9.2.1), which change
+#: nothing upstream. Another method is sent only on a path that carries the run's label.
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+#: The headers the client sends besides Host, unless a route's matches need other values.
+_DEFAULT_HEADERS = (("user-agent", "bottle-verify"), ("connection", "close"))
+#: Values tried against a regular-expression header predicate (after its literal start).
+_HEADER_TRIALS = ("bottle-verify", "1", "0", "true", "yes", "a", "")
+_REGEX_META = frozenset(".^$*+?{}[]\\|()")
+
+
+@dataclass(frozen=True)
+class ProxyRequest:
+    """The request the proxy checks send through ``CONNECT host:443``: ``method`` ``path``
+    with ``Host: host`` and then ``headers`` (every other header, in order). ``route`` is
+    the key of the route the proxy holds it against; ``entry`` the index of the entry of
+    that route's ``matches`` it was made from (``-1``: the route has no matches).
+    ``problem`` says why no request could be chosen (then nothing is sent)."""
+
+    host: str
+    route: str
+    method: str = "GET"
+    path: str = "/"
+    headers: tuple[tuple[str, str], ...] = _DEFAULT_HEADERS
+    entry: int = -1
+    problem: str = ""
+
+    def describe(self) -> str:
+        """``GET /path`` and the headers a route's matches asked for (values not shown)."""
+        if self.problem:
+            return "no request"
+        asked = [n for n, v in self.headers if (n, v) not in _DEFAULT_HEADERS]
+        return f"{self.method} {self.path}" + (f" with {', '.join(asked)}" if asked else "")
+
+
+def _proxy_hosts(policy: EgressPolicy) -> list[tuple[str, str]]:
+    """(host, route key) the proxy checks may reach, best first: the exact routes in
+    order, then ``www.`` below each wildcard zone whose name the compiler allows."""
+    hosts = [(h, h) for h in policy.exact_hosts]
     for zone in policy.wildcard_zones:
         name = f"www.{zone}"
-        if allows_name(policy, name):
-            return name
-    return ""
+        key = route_for(policy, name)
+        if key is not None and allows_name(policy, name) and name not in policy.exact_hosts:
+            hosts.append((name, key))
+    return hosts
+
+
+def _valid_path(path: str) -> bool:
+    try:
+        return request_path(path) == path
+    except ValueError:
+        return False
+
+
+def _literal_start(pattern: str) -> str:
+    """The literal text a regular expression starts with (``/api/v`` of
+    ``^/api/v[0-9]+/.*``): up to its first metacharacter, without a last character a
+    quantifier makes optional."""
+    text = pattern[1:] if pattern.startswith("^") else pattern.removeprefix("\\A")
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        char, step = text[i], 1
+        if char == "\\":
+            if i + 1 >= len(text) or text[i + 1].isalnum():
+                break  # \d, \w, \Z ...: not a literal
+            char, step = text[i + 1], 2
+        elif char in _REGEX_META:
+            break
+        if text[i + step : i + step + 1] in ("?", "*", "{"):
+            break
+        out.append(char)
+        i += step
+    return "".join(out)
+
+
+def _path_candidates(path: PathMatch, label: str) -> list[str]:
+    """Paths ``path`` admits that the verifier may send, best first: an exact path
+    itself; a prefix continued by ``label``; for a regular expression the first of a few
+    simple trials its pattern matches whole (none: it is given up)."""
+    if path.kind == "exact":
+        return [path.value]
+    if path.kind == "prefix":
+        joined = path.value if path.value.endswith("/") else path.value + "/"
+        return [joined + label]
+    start = _literal_start(path.value)
+    trials = [
+        start + label,
+        f"{start}/{label}",
+        f"{start}0/{label}",
+        f"{start}a/{label}",
+        f"/{label}",
+        start,
+        start + "/",
+        start + "0",
+        start + "1",
+        start + "a",
+        "/",
+    ]
+    found = [t for t in dict.fromkeys(trials) if _valid_path(t) and path.matches(t)]
+    return found[:1]
+
+
+def _clean_value(value: str) -> bool:
+    """Can the client send ``value`` as a header value, unchanged by the parsers on the way?"""
+    return value == value.strip(" \t") and all(" " <= c <= "~" for c in value)
+
+
+def _header_value(predicates: Sequence[HeaderMatch], host: str, label: str) -> tuple[str, str]:
+    """A value of one header that all ``predicates`` (on that header) admit, and ``""``;
+    or ``""`` and why there is none."""
+    name = predicates[0].name
+    if name == "host":
+        if all(p.matches([("host", host)]) for p in predicates):
+            return host, ""
+        return "", f"its header predicates on host do not admit {host}"
+    if name == "transfer-encoding":
+        return "", "it needs a transfer-encoding header, and the verifier sends no body"
+    exact = [p.value for p in predicates if p.kind == "exact"]
+    if name == "content-length":
+        trials = ["0"]
+    elif exact:
+        trials = exact
+    else:
+        starts = [_literal_start(p.value) for p in predicates]
+        trials = [t for s in starts for t in (s, s + "0", s + "a")]
+        trials += [*_HEADER_TRIALS, label]
+    for value in dict.fromkeys(trials):
+        if _clean_value(value) and all(p.matches([(name, value)]) for p in predicates):
+            return value, ""
+    if exact or name == "content-length":
+        shown = ", ".join(repr(v) for v in exact) or "a length"
+        return "", f"its header {name} must be {shown}, which the verifier cannot send"
+    patterns = ", ".join(repr(p.value) for p in predicates if p.kind == "regex")
+    return "", (
+        f"its header {name} must match {patterns}, and none of the verifier's trial values does"
+    )
+
+
+def _entry_request(
+    host: str, route: str, index: int, entry: RequestMatch, label: str
+) -> tuple[ProxyRequest | None, str]:
+    """A request ``entry`` admits (checked with the entry itself), or None and why not."""
+    methods = [m for m in _SAFE_METHODS if not entry.methods or m in entry.methods]
+    methods += [m for m in entry.methods if m not in _SAFE_METHODS and m != "CONNECT"]
+    if not methods:
+        return None, "its only method is CONNECT"
+    method = methods[0]
+    if entry.paths:
+        paths = [c for p in entry.paths for c in _path_candidates(p, label)]
+        if not paths:
+            shown = ", ".join(repr(p.value) for p in entry.paths)
+            return None, (
+                f"its paths are regular expressions ({shown}) none of the verifier's "
+                "trial paths matches"
+            )
+    else:
+        paths = [f"/{label}"]
+    paths.sort(key=lambda c: label not in c)  # the verifier's own paths first
+    if method not in _SAFE_METHODS:
+        paths = [c for c in paths if label in c]
+        if not paths:
+            return None, (
+                f"its methods ({', '.join(entry.methods)}) may change something upstream and "
+                "its paths leave no room for the verifier's own segment"
+            )
+    headers = dict(_DEFAULT_HEADERS)
+    by_name: dict[str, list[HeaderMatch]] = {}
+    for predicate in entry.headers:
+        by_name.setdefault(predicate.name, []).append(predicate)
+    for name, predicates in by_name.items():
+        value, problem = _header_value(predicates, host, label)
+        if problem:
+            return None, problem
+        if name != "host":
+            headers[name] = value
+    sent = tuple(headers.items())
+    path = paths[0]
+    if not entry.matches(method, path, [("host", host), *sent]):  # never: a safety net
+        return None, f"{method} {path} is not admitted by it"
+    return ProxyRequest(host, route, method, path, sent, index), ""
+
+
+def _route_request(
+    host: str, route: str, matchers: Sequence[RequestMatch], label: str
+) -> tuple[ProxyRequest | None, str]:
+    """The best request one of ``matchers`` admits (a safe method, the verifier's own
+    path, the first entry), or None and why each entry gives none."""
+    found: list[ProxyRequest] = []
+    problems: list[str] = []
+    for index, entry in enumerate(matchers):
+        request, problem = _entry_request(host, route, index, entry, label)
+        if request is not None:
+            found.append(request)
+        else:
+            problems.append(f"entry {index}: {problem}")
+    if found:
+        return min(found, key=lambda r: (r.method not in _SAFE_METHODS, label not in r.path)), ""
+    return None, f"route {route}: " + "; ".join(problems)
+
+
+def choose_proxy_request(policy: EgressPolicy, label: str) -> ProxyRequest | None:
+    """The request of the proxy checks for a bottle with ``policy``, chosen so that its
+    route's ``matches`` admit it (else the proxy refuses the positive control with
+    ``no-route-match``, and the bottle cannot be proven sealed).
+
+    Exact routes before ``www.<zone>`` of a wildcard route; within each, a route without
+    matches first (``GET /<label>``); else a request made from one entry of a route's
+    matches: the method GET, HEAD or OPTIONS when the entry allows it, else another of its
+    methods (never CONNECT; only on a path carrying ``label``); the path an exact path,
+    a prefix followed by ``label``, or the first of a few simple trials a regular
+    expression matches whole; the headers the exact header predicates name, or a trial
+    value a regular expression matches. None when the bottle has no host route; a
+    request with ``problem`` set when no route admits a request the verifier can make."""
+    hosts = _proxy_hosts(policy)
+    if not hosts:
+        return None
+    problems: list[str] = []
+    exact = [h for h in hosts if h[0] == h[1]]
+    for group in (exact, [h for h in hosts if h[0] != h[1]]):
+        for host, route in group:
+            if policy.matches_for(route) is None:
+                return ProxyRequest(host, route, path=f"/{label}")
+        for host, route in group:
+            request, problem = _route_request(host, route, policy.matches_for(route) or (), label)
+            if request is not None:
+                return request
+            problems.append(problem)
+    host, route = hosts[0]
+    return ProxyRequest(
+        host,
+        route,
+        problem="no route's matches admit a request the verifier can make ("
+        + "; ".join(problems)
+        + ")",
+    )
 
 
 def _covering(covered: Sequence[str], address: str) -> str:
@@ -548,29 +781,33 @@ def plan_proxy_checks(
     ``resolver`` the bottle resolver's address (either may be ``""`` when unknown: the
     checks are still listed, and inconclusive). No host route: no checks.
 
-    The fronting Host is an unlisted name below ``label``; the request path is
-    ``/<label>`` (the proxy's log shows it, so the verifier's requests can be told
-    from the agent's)."""
-    host = proxy_host(policy)
-    if not host:
+    The request is :func:`choose_proxy_request`'s, the same for the control and the
+    fronted request (which differs in its Host only); when there is none, the spec holds
+    its ``problem`` and nothing is sent. The fronting Host is an unlisted name below
+    ``label``; the path carries ``label`` when the route lets it (the proxy's log shows
+    the path, so the verifier's requests can be told from the agent's)."""
+    request = choose_proxy_request(policy, label)
+    if request is None:
         return [], {}
+    host = request.host
     other = unlisted_name(policy, label)
     covered = tuple(policy.cidrs)
     fallbacks = [a for a in _LITERAL_FALLBACKS if not _covering(covered, a)]
     via = proxy or "the agent's proxy"
     where = f"{host}:{_HTTPS_PORT}"
+    shape = request.describe()
     checks = [
         Check(
             PROXY_ALLOWED,
             REACHES_THROUGH_PROXY,
-            f"https {where} via {via}",
+            f"https {where} via {via}: {shape}",
             f"the allowed host {host} answers through the egress proxy, TLS verified against "
             "the bottle CA (positive control)",
         ),
         Check(
             PROXY_MISMATCH,
             REFUSED_BY_PROXY,
-            f"https {where} via {via} with Host {other}",
+            f"https {where} via {via} with Host {other}: {shape}",
             f"a request with SNI {host} and another Host is refused by the proxy",
             control_check=PROXY_ALLOWED,
             rules=(HOST_MISMATCH,),
@@ -593,17 +830,21 @@ def plan_proxy_checks(
             covered=covered,
         ),
     ]
-    spec = {
+    spec: dict[str, Any] = {
         "proxy": proxy,
         "ca": AGENT_CA_FILE,
         "resolver": resolver,
         "host": host,
         "port": _HTTPS_PORT,
         "other": other,
-        "path": f"/{label}",
+        "method": request.method,
+        "path": request.path,
+        "headers": [list(h) for h in request.headers],
         "literals": fallbacks[:1],
         "timeout": max(timeout_ms, 100) / 1000,
     }
+    if request.problem:
+        spec["problem"] = request.problem
     return checks, spec
 
 
@@ -722,7 +963,12 @@ def parse_proxy_output(stdout: str) -> dict[str, Any]:
 def proxy_outcomes(checks: Sequence[Check], output: Mapping[str, Any]) -> dict[str, Any]:
     """Each proxy check's outcome from the client's output. The literal check takes
     the first CONNECT whose address no cidr route covers; the bypass check's address
-    when a route covers it is ``allowed-by-route`` (reaching it is the policy)."""
+    when a route covers it is ``allowed-by-route`` (reaching it is the policy). An
+    output ``{"not_sent": why}`` (no request the route admits: the client did not run)
+    makes every check ``not-sent``."""
+    if output.get(NOT_SENT):
+        unsent = {"outcome": "not-sent", "error": str(output[NOT_SENT])}
+        return {c.name: dict(unsent) for c in checks if is_proxy_check(c)}
     outcomes: dict[str, Any] = {}
     keys = {PROXY_ALLOWED: "allowed", PROXY_MISMATCH: "mismatch", PROXY_DIRECT: "direct"}
     for check in checks:
@@ -941,10 +1187,18 @@ def failure_message(row: Mapping[str, Any], host: str) -> str:
             ),
             "",
         )
-        hints.append(
-            f"The allowed host did not answer through the egress proxy ({observed}): the proxy "
-            "checks need its first exact route to answer HTTPS."
-        )
+        if str(observed).startswith("not-sent"):
+            hints.append(
+                f"The proxy checks found no request to send ({observed}): give the bottle a "
+                "host route without matches, or one whose matches allow GET on an exact or "
+                "prefix path."
+            )
+        else:
+            hints.append(
+                f"The allowed host did not answer through the egress proxy ({observed}): the "
+                "proxy checks need it to answer HTTPS (see the check's probe for the host "
+                "and request)."
+            )
     return (
         f"bottle {name} on {host} could not be proven sealed: "
         f"{', '.join(inconclusive)} were inconclusive (their positive control "

@@ -10,15 +10,16 @@ prints one JSON object. It observes; it decides nothing (:func:`._probe.evaluate
 judges what it saw). ``SPEC`` is the JSON object :func:`._probe.plan_proxy_checks`
 builds: ``proxy`` (``ADDRESS:PORT``), ``ca`` (the bottle CA file), ``resolver`` (the
 bottle's resolver address), ``host`` and ``port`` (the allowed host), ``other`` (an
-unlisted name, the fronting Host), ``path``, ``literals`` (IP literals to CONNECT
-after the allowed host's own address) and ``timeout`` (seconds per step).
+unlisted name, the fronting Host), ``method``, ``path`` and ``headers`` (the request,
+one its route's ``matches`` admit), ``literals`` (IP literals to CONNECT after the
+allowed host's own address) and ``timeout`` (seconds per step).
 
 In order, so that each attack follows its positive control:
 
 * ``resolved``: the allowed host's IPv4 addresses from the bottle's resolver (one
   UDP query, to the address given: the container's resolv.conf is not read);
 * ``allowed``: CONNECT host:port through the proxy, TLS with SNI host verified
-  against the bottle CA, GET ``path`` with ``Host: host``;
+  against the bottle CA, ``method`` ``path`` with ``Host: host`` and ``headers``;
 * ``mismatch``: the same, with ``Host: other``;
 * ``direct``: a TCP connection to the first resolved address, port ``port``, without
   the proxy;
@@ -39,6 +40,7 @@ import sys
 from typing import Any
 
 REFUSED_HEADER = "x-bot-bottle-refused"
+DEFAULT_HEADERS = (("User-Agent", "bottle-verify"), ("Connection", "close"))
 
 
 def dns_query(name: str, ident: int) -> bytes:
@@ -136,8 +138,18 @@ def _connect(spec: dict[str, Any], authority: str) -> tuple[socket.socket | None
     return sock, {"outcome": "tunnel", **connect}
 
 
+def request_head(spec: dict[str, Any], host_header: str) -> bytes:
+    """The request line and headers: ``method`` ``path``, ``Host: host_header``, then
+    ``headers`` as given (name, value pairs; without them ``User-Agent: bottle-verify``
+    and ``Connection: close``). No body."""
+    headers = spec.get("headers") or DEFAULT_HEADERS
+    lines = [f"{spec.get('method') or 'GET'} {spec['path']} HTTP/1.1", f"Host: {host_header}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
 def exchange(spec: dict[str, Any], host_header: str) -> dict[str, Any]:
-    """CONNECT to the allowed host, TLS verified against the bottle CA, one GET."""
+    """CONNECT to the allowed host, TLS verified against the bottle CA, one request."""
     host = str(spec["host"])
     sock, connect = _connect(spec, f"{host}:{int(spec['port'])}")
     if sock is None:
@@ -150,11 +162,7 @@ def exchange(spec: dict[str, Any], host_header: str) -> dict[str, Any]:
         sock.close()
         return {"outcome": "tls-failed", "error": _error(exc)}
     try:
-        request = (
-            f"GET {spec['path']} HTTP/1.1\r\nHost: {host_header}\r\n"
-            "User-Agent: bottle-verify\r\nConnection: close\r\n\r\n"
-        )
-        tls.sendall(request.encode())
+        tls.sendall(request_head(spec, host_header))
         status, headers = _read_head(tls.makefile("rb"))
     except (OSError, ValueError, IndexError) as exc:
         return {"outcome": "closed", "error": _error(exc)}

@@ -35,6 +35,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._probe import (
     INCONCLUSIVE,
     NEIGHBOUR,
     NOT_RUNNING,
+    NOT_SENT,
     PLANNED,
     BottleSpec,
     Check,
@@ -98,11 +99,16 @@ description:
   - "Docker bottles also get four checks of their egress proxy, run from the agent's own
     network namespace by one throw-away container of the proxy's image (C(docker run
     --network container:<holder>), no capability, read-only, the proxy's user, the bottle
-    CA mounted read-only): C(proxy-allowed-host) - CONNECT to the allowed host (the first
-    exact route; for wildcard routes only, C(www.) below the first zone) on port 443 through
-    the proxy, TLS verified against the bottle CA, a GET answered by something other than a
-    proxy refusal (the positive control of the other three); C(proxy-host-mismatch) - the
-    same with another Host is refused with rule C(host-mismatch); C(proxy-direct-egress) - a
+    CA mounted read-only): C(proxy-allowed-host) - CONNECT to the allowed host (an exact
+    route, else C(www.) below a wildcard zone; a route without C(matches) first) on port 443
+    through the proxy, TLS verified against the bottle CA, a request answered by something
+    other than a proxy refusal (the positive control of the other three). The request is one
+    the route's C(matches) admit - C(GET /bottle-verify-<base32>) without matches, else made
+    from one entry (GET, HEAD or OPTIONS when allowed; an exact path, a prefix followed by
+    the run's label, or a simple path a regular expression matches; the exact header values
+    it names); when no entry admits one the verifier can make, nothing is sent and the four
+    checks are C(inconclusive), saying why. C(proxy-host-mismatch) - the same request with
+    another Host is refused with rule C(host-mismatch); C(proxy-direct-egress) - a
     TCP connection to the host's address (from the bottle's resolver) around the proxy fails
     (passes without trying when a C(cidr) route covers that address); C(proxy-ip-literal) - a
     CONNECT to that address (or to a documentation address when a C(cidr) route covers it)
@@ -382,7 +388,10 @@ def _proxy_client_source() -> str:
 def _run_proxy_client(
     spec: BottleSpec, facts: ProxyFacts, client_spec: dict[str, Any]
 ) -> tuple[dict[str, Any], str]:
-    """Run the proxy client once for the bottle: its output, or an empty dict and why."""
+    """Run the proxy client once for the bottle: its output, or an empty dict and why
+    (``{"not_sent": why}`` when its route's matches admit no request it can make)."""
+    if client_spec.get("problem"):
+        return {NOT_SENT: client_spec["problem"]}, f"proxy checks not run: {client_spec['problem']}"
     if facts.problem:
         return {}, f"proxy checks not run: {facts.problem}"
     argv = proxy_run_argv(facts, spec.name, client_spec, _proxy_client_source())
