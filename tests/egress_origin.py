@@ -6,7 +6,12 @@ another; every HTTP/1.1 request gets a JSON echo: method, target, headers in ord
 body, the TLS SNI it was reached with, the peer address and the address it was
 reached on. ``Upgrade: websocket``
 requests are upgraded and every text or binary message is echoed back as
-``echo:<message>``. Run: ``python3 egress_origin.py CERT KEY HTTPS_PORT HTTP_PORT``.
+``echo:<message>``. Run: ``python3 egress_origin.py CERT KEY HTTPS_PORT HTTP_PORT [RECORD]``.
+
+With ``RECORD`` (a file), every echo is also appended to it as a JSON line, and the
+echo sent back shows the values of ``Authorization`` and ``Proxy-Authorization`` as
+``[recorded]``: the test reads what the origin received from the file, and a client
+never gets a credential the proxy added back in its answer.
 """
 
 from __future__ import annotations
@@ -22,6 +27,18 @@ from typing import Any
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _SNI: dict[int, str | None] = {}
+_RECORD: list[str] = []  # the record file, when one is given
+_SEALED = ("authorization", "proxy-authorization")
+
+
+def _answer(echo: dict[str, Any]) -> dict[str, Any]:
+    """The echo as the client gets it: recorded in full first when there is a record."""
+    if not _RECORD:
+        return echo
+    with open(_RECORD[0], "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(echo) + "\n")
+    headers = [(k, "[recorded]" if k.lower() in _SEALED else v) for k, v in echo["headers"]]
+    return {**echo, "headers": headers}
 
 
 def _remember_sni(sslobj: Any, name: str | None, _context: ssl.SSLContext) -> None:
@@ -91,7 +108,7 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             ]
             body = await _read_body(reader, headers)
             values = {k.lower(): v for k, v in headers}
-            echo = {
+            echo: dict[str, Any] = {
                 "method": method,
                 "target": target,
                 "headers": headers,
@@ -101,6 +118,7 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 "peer": peer[0],
                 "local": writer.get_extra_info("sockname")[0],
             }
+            echo = _answer(echo)
             if values.get("upgrade", "").lower() == "websocket":
                 accept = base64.b64encode(
                     hashlib.sha1(values["sec-websocket-key"].encode() + _WS_GUID).digest()
@@ -147,4 +165,5 @@ async def main(cert: str, key: str, https_port: int, http_port: int) -> None:
 
 
 if __name__ == "__main__":
+    _RECORD.extend(sys.argv[5:6])
     asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
