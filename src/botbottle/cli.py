@@ -255,6 +255,9 @@ def _text_plan(entry: dict[str, Any], out: TextIO) -> None:
         print(
             "  smolmachines allow_cidrs: %s" % (" ".join(smol["allow_cidrs"]) or "(none)"), file=out
         )
+        print(
+            "  smolmachines deny_cidrs: %s" % (" ".join(smol["deny_cidrs"]) or "(none)"), file=out
+        )
         print("  smolvm args: %s" % (" ".join(smol["cli_args"]) or "(none: no network)"), file=out)
     if "docker" in render:
         print("  dnsmasq:", file=out)

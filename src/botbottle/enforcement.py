@@ -5,20 +5,32 @@ Which backend enforces which key is decided in one place, the collection's
 file that sets the key (a parent's, when the key is inherited), its line, the route
 (index and host) and the fix. Used by ``bottle validate``, ``bottle plan``, the
 ``bottle up`` preflight and the ``bottle_manifest`` lookup.
+
+It also refuses, for smolmachines, a ``cidr`` route that overlaps smolvm's guest
+gateway without being wide: smolvm relays the gateway to the host's loopback, so
+such a route asks for the host (every machine denies the gateway anyway).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from ansible_collections.botbottle.bottle.plugins.module_utils._enforced import (
     AUTO,
     BACKENDS,
+    SMOLMACHINES,
     Unenforced,
     backends_for,
     is_set,
     unenforced,
+)
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
+    SMOLVM_GATEWAY_NETWORKS,
+    is_wide,
+    normalize_cidr,
+    smolvm_gateway_overlap,
 )
 from botbottle.manifest import (
     Bottle,
@@ -74,25 +86,75 @@ def _origin(
     return None
 
 
+GATEWAY_FIX = (
+    "remove the route, or list only networks outside {}; no bottle may reach its host "
+    "(a wide route, with 'wide: true', is kept off the gateway by deny rules)".format(
+        " and ".join(str(net) for net in SMOLVM_GATEWAY_NETWORKS)
+    )
+)
+
+
+def gateway_routes(manifest: Any, backend: str) -> list[Unenforced]:
+    """The ``cidr`` routes of ``manifest`` that overlap smolvm's guest gateway without
+    being wide, when ``backend`` is (or, for ``auto``, may be) smolmachines."""
+    if SMOLMACHINES not in backends_for(backend):
+        return []
+    found, routes = _get(manifest, ("egress", "routes"))
+    if not found or not isinstance(routes, list):
+        return []
+    refused = []
+    for index, route in enumerate(routes):
+        if not isinstance(route, dict) or not isinstance(route.get("cidr"), str):
+            continue
+        try:
+            cidr = normalize_cidr(route["cidr"])
+        except ValueError:
+            continue  # the compiler refuses it, naming why
+        gateway = smolvm_gateway_overlap(cidr)
+        if gateway is None or is_wide(cidr):
+            continue
+        parts: tuple[str | int, ...] = ("egress", "routes", index, "cidr")
+        refused.append(
+            Unenforced("egress.routes[].cidr", parts, (SMOLMACHINES,), gateway, index, cidr)
+        )
+    return refused
+
+
+def _gateway_message(item: Unenforced, route: int | None = None) -> str:
+    index = item.route if route is None else route
+    return (
+        f"route {index} (cidr {item.host}): 'cidr' overlaps {item.value}, the network of "
+        "smolvm's guest gateway, which smolvm relays to the host's loopback: the "
+        "smolmachines backend refuses it"
+    )
+
+
 def backend_problems(bottle: Bottle, backend: str, context: str = "") -> list[Problem]:
     """One problem per key of ``bottle`` that ``backend`` (or, for ``auto``, either
-    backend) does not enforce; ``context`` ends each message (the host, why)."""
+    backend) does not enforce, and per route that would reach the host through
+    smolvm's gateway (:func:`gateway_routes`); ``context`` ends each message (the
+    host, why)."""
     found = unenforced(bottle.manifest, backend)
-    if not found:
+    gateway = gateway_routes(bottle.manifest, backend)
+    if not found and not gateway:
         return []
     documents = _documents(bottle)
     problems = []
-    for item in found:
+    entries: list[tuple[Unenforced, Callable[..., str], str]] = [
+        (item, item.message, item.fix) for item in found
+    ]
+    entries += [(item, partial(_gateway_message, item), GATEWAY_FIX) for item in gateway]
+    for item, text, fix in entries:
         origin = _origin(documents, item)
         if origin is None:
-            file, path, line, message = _display(bottle.file), item.path, None, item.message()
+            file, path, line, message = _display(bottle.file), item.path, None, text()
         else:
             doc, parts, route = origin
             file, path, line = _display(doc.file), json_path(parts), doc.line_of(parts)
-            message = item.message(route)
+            message = text(route)
         if context:
             message += f"; {context}"
-        problems.append(Problem(file, path, message, item.fix, line))
+        problems.append(Problem(file, path, message, fix, line))
     return sorted(problems, key=lambda p: (p.file, p.line or 0))
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     POLICY_FORMAT,
+    SMOLVM_GATEWAY_NETWORKS,
+    SMOLVM_NO_NAMES,
     EgressPolicy,
     PolicyError,
     allows_name,
@@ -21,11 +23,15 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     render_dnsmasq,
     render_firewall,
     render_smolvm,
+    smolvm_deny_cidrs,
+    smolvm_gateway_overlap,
     warnings,
 )
 
 __all__ = [
     "POLICY_FORMAT",
+    "SMOLVM_GATEWAY_NETWORKS",
+    "SMOLVM_NO_NAMES",
     "EgressPolicy",
     "PolicyError",
     "allows_name",
@@ -39,5 +45,7 @@ __all__ = [
     "render_dnsmasq",
     "render_firewall",
     "render_smolvm",
+    "smolvm_deny_cidrs",
+    "smolvm_gateway_overlap",
     "warnings",
 ]

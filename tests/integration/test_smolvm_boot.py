@@ -5,7 +5,9 @@ module and the smolmachines_host role): on a host that cannot boot microVMs
 every test here is skipped with the probe's reason. Inside a booted guest they
 prove what the allow list enforces: an allowlisted exact name resolves (the
 positive control), while ``<encoded>.<allowed name>``, an unlisted name and a
-non-allowlisted IP literal fail.
+non-allowlisted IP literal fail; and that a bottle with a wide route reaches a
+test listener on the host's LAN address but not through the gateway (the host's
+loopback), and that a cidr-only bottle's DNS queries are refused by smolvm.
 
 BOTTLE_BOOT_ALLOWED_NAME names a host the test machine's upstream resolver can
 resolve (default: pypi.org); set it on hosts with a different resolver.
@@ -13,9 +15,12 @@ resolve (default: pypi.org); set it on hosts with a different resolver.
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +33,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._smolmachine impo
     desired_spec,
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import SmolvmClient
-from botbottle.policy import build_policy, render_smolvm
+from botbottle.policy import build_policy, compile_policy, render_smolvm
 
 pytestmark = pytest.mark.integration
 
@@ -110,3 +115,116 @@ def test_non_allowlisted_ip_literal_is_unreachable(machine: SmolvmClient) -> Non
     assert guest(machine, "nslookup", ALLOWED).returncode == 0
     proc = guest(machine, "nc", "-z", "-w", "3", "192.0.2.1", "80")
     assert proc.returncode != 0
+
+
+# --------------------------------------------------------------------------- the host
+
+WIDE_NAME = "bottle-boot-wide"
+LEAK_NAME = "leak-check.bot-bottle.test"  # reserved (RFC 6761): never a real name
+
+
+@pytest.fixture(scope="module")
+def wide_machine(bootable: None, data_home: Path) -> Iterator[SmolvmClient]:
+    """A cidr-only bottle with the widest route there is: only deny rules keep it off
+    the host's loopback, and only the compiler's no-names pattern filters its DNS."""
+    client = SmolvmClient(CLI, str(data_home))
+    policy = compile_policy({"egress": {"routes": [{"cidr": "0.0.0.0/0", "wide": True}]}})
+    spec = desired_spec(
+        image=None,
+        command=None,
+        cpus=1,
+        memory_mib=512,
+        storage_gib=None,
+        workdir=None,
+        env=None,
+        mounts=None,
+        ports=None,
+        labels=None,
+        smolvm_allow=render_smolvm(policy),
+        policy_hash=policy.digest,
+    )
+    client.create(create_args(WIDE_NAME, spec))
+    try:
+        client.start(WIDE_NAME)
+        yield client
+    finally:
+        client.delete(WIDE_NAME)
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[int, list[str]]]:
+    """A TCP listener this test creates on every host address; the peers it accepted."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # test-created, on every address: a flow relayed to the host's loopback shows up here
+    # with a 127.x peer; the guest may reach it only through the host's LAN address
+    server.bind(("0.0.0.0", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    peers: list[str] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, peer = server.accept()
+            except OSError:
+                continue
+            peers.append(peer[0])
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], peers
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        server.close()
+
+
+def _host_address() -> str | None:
+    """This host's own outbound IPv4 address (a UDP connect sends nothing)."""
+    probe_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe_socket.connect(("192.0.2.1", 9))
+        address: str = probe_socket.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        probe_socket.close()
+    return None if address.startswith("127.") else address
+
+
+def wide_guest(client: SmolvmClient, *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [client.binary, "machine", "exec", "--name", WIDE_NAME, "--", *command],
+        env=client.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_wide_route_does_not_reach_the_hosts_loopback(
+    wide_machine: SmolvmClient, listener: tuple[int, list[str]]
+) -> None:
+    port, peers = listener
+    host = _host_address()
+    if host is None:
+        pytest.skip("no non-loopback host address for the positive control")
+    reached = wide_guest(wide_machine, "nc", "-z", "-w", "3", host, str(port))
+    assert reached.returncode == 0, reached.stdout + reached.stderr  # positive control
+    before = list(peers)
+    for gateway in ("100.96.0.1", "host.smolvm.internal"):
+        proc = wide_guest(wide_machine, "nc", "-z", "-w", "3", gateway, str(port))
+        assert proc.returncode != 0, f"{gateway}:{port} reached the host's loopback"
+    assert [p for p in peers if p.startswith("127.")] == [p for p in before if p.startswith("127.")]
+
+
+def test_a_cidr_only_bottle_filters_its_dns(wide_machine: SmolvmClient) -> None:
+    proc = wide_guest(wide_machine, "nslookup", LEAK_NAME)
+    assert proc.returncode != 0
+    events = json.dumps(wide_machine.egress_events(WIDE_NAME))
+    assert LEAK_NAME in events, "the query was not refused by smolvm's DNS filter"

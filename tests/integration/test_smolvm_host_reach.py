@@ -5,8 +5,10 @@ proxy is not used on smolmachines: a guest reaches the host only through its gat
 address, which smolvm relays to the host's loopback, and the allow list holds addresses
 without ports. The tests here pin the parts of that which the pinned smolvm shows without
 booting a guest (its CLI and its records), so a smolvm bump that changes them fails here.
-The two gaps the README lists are strict xfails: whoever closes one sees the test pass and
-must drop the marker (and the README paragraph).
+The two gaps the README listed (a route covering the gateway reached the host's loopback;
+a cidr-only bottle had no DNS filter) are closed by the compiler, and proven here on real
+records: every machine with a network is created with deny rules for the gateway, and a
+cidr-only bottle gets a host pattern that never resolves.
 
 Nothing here boots a VM or touches the network: every test gets its own XDG_DATA_HOME.
 """
@@ -25,10 +27,13 @@ import pytest
 import smol
 
 from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
-    PolicyError,
+    SMOLVM_GATEWAY_NETWORKS,
+    SMOLVM_NO_NAMES,
     compile_policy,
     render_smolvm,
+    smolvm_deny_cidrs,
 )
+from botbottle.enforcement import gateway_routes
 
 pytestmark = pytest.mark.integration
 
@@ -106,51 +111,71 @@ def test_deny_rules_are_stored_at_create_and_update_has_none(data: Path) -> None
 
 
 def test_a_cidr_only_allow_list_stores_no_dns_filter(data: Path) -> None:
-    """smolvm filters DNS only when the list holds host entries (egress.rs dns_filter_active)."""
-    policy = compile_policy({"egress": {"routes": [{"cidr": "203.0.113.0/24"}]}})
-    allow = render_smolvm(policy)
-    assert allow["allow_hosts"] == []
-    made = smolvm(data, "create", "--name", "cidr-only", *allow["cli_args"])
+    """smolvm filters DNS only when the list holds host entries (egress.rs dns_filter_active):
+    a record made with CIDRs alone has none, so every query would go upstream."""
+    made = smolvm(data, "create", "--name", "cidr-only", "--allow-cidr", "203.0.113.0/24")
     assert made.returncode == 0, made.stderr
     stored = record(data, "cidr-only")
     assert stored["allowed_cidrs"] == ["203.0.113.0/24"]
     assert stored.get("dns_filter_hosts") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="README gap: a cidr-only smolmachines bottle's DNS is not filtered by smolvm",
-)
-def test_gap_a_cidr_only_bottle_gets_a_dns_filter() -> None:
+def test_a_cidr_only_bottle_gets_a_dns_filter(data: Path) -> None:
+    """The compiler adds a name that never resolves, so smolvm's DNS filter is on."""
     allow = render_smolvm(compile_policy({"egress": {"routes": [{"cidr": "203.0.113.0/24"}]}}))
-    assert allow["allow_hosts"], "no host entry, so smolvm forwards every DNS query upstream"
+    assert allow["allow_hosts"] == ["=" + SMOLVM_NO_NAMES]
+    made = smolvm(data, "create", "--name", "cidr-only", *allow["cli_args"])
+    assert made.returncode == 0, made.stderr
+    stored = record(data, "cidr-only")
+    assert stored["allowed_cidrs"] == ["203.0.113.0/24"]
+    assert stored["dns_filter_hosts"] == ["=" + SMOLVM_NO_NAMES]
+    # the same list survives an in-place update (what the module does on a policy change)
+    update = smolvm(
+        data, "update", "--name", "cidr-only", "--reset-allow-list", *allow["update_args"]
+    )
+    assert update.returncode == 0, update.stderr
+    assert record(data, "cidr-only")["dns_filter_hosts"] == ["=" + SMOLVM_NO_NAMES]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="README gap: a cidr route covering smolvm's gateway reaches the host's loopback",
-)
+def _denied(stored: dict[str, Any]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [
+        ipaddress.ip_network(rule["cidr"])
+        for rule in stored.get("egress_rules") or ()
+        if rule.get("action") == "deny"
+    ]
+
+
 @pytest.mark.parametrize(
     ("route", "gateway"),
     [
         ({"cidr": f"{GATEWAY_V4}/32"}, GATEWAY_V4),
         ({"cidr": GATEWAY_V6}, GATEWAY_V6),
         ({"cidr": "0.0.0.0/0", "wide": True}, GATEWAY_V4),
+        ({"cidr": "::/0", "wide": True}, GATEWAY_V6),
+        ({"cidr": "203.0.113.0/24"}, GATEWAY_V4),
     ],
-    ids=["gateway-v4", "gateway-v6", "wide"],
+    ids=["gateway-v4", "gateway-v6", "wide-v4", "wide-v6", "other"],
 )
-def test_gap_no_route_reaches_the_gateway(route: dict[str, Any], gateway: str) -> None:
-    try:
-        allow = render_smolvm(compile_policy({"egress": {"routes": [route]}}))
-    except PolicyError:
-        return  # refused by the compiler: closed
-    args = allow["cli_args"]
-    denied = [
-        ipaddress.ip_network(v)
-        for f, v in zip(args[0::2], args[1::2], strict=True)
-        if f == "--deny-cidr"
-    ]
-    address = ipaddress.ip_address(gateway)
-    assert any(address in net for net in denied), f"{route} admits {gateway} and nothing denies it"
+def test_no_route_reaches_the_gateway(data: Path, route: dict[str, Any], gateway: str) -> None:
+    """Every compiled machine is created with deny rules for the gateway's networks and
+    the host's loopback, which smolvm checks before any allow (1.32.2 --help); a route
+    that is not wide and overlaps the gateway is also refused by the validator."""
+    manifest = {"egress": {"routes": [route]}}
+    allow = render_smolvm(compile_policy(manifest))
+    made = smolvm(data, "create", "--name", "reach", *allow["cli_args"])
+    assert made.returncode == 0, made.stderr
+    stored = record(data, "reach")
+    denied = _denied(stored)
+    for address in (gateway, "127.0.0.1", "::1"):
+        ip = ipaddress.ip_address(address)
+        assert any(ip in net for net in denied), f"{route}: nothing denies {address}"
+    assert sorted(map(str, denied)) == sorted(
+        str(ipaddress.ip_network(c)) for c in smolvm_deny_cidrs()
+    )
+    refused = gateway_routes(manifest, "smolmachines")
+    overlaps = any(
+        ipaddress.ip_network(route["cidr"]).overlaps(net)
+        for net in SMOLVM_GATEWAY_NETWORKS
+        if net.version == ipaddress.ip_network(route["cidr"]).version
+    )
+    assert bool(refused) == (overlaps and not route.get("wide")), refused

@@ -23,7 +23,13 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import (
     SmolvmClient,
     SmolvmError,
 )
-from botbottle.policy import compile_policy
+from botbottle.policy import (
+    SMOLVM_NO_NAMES,
+    compile_policy,
+    policy_from_dict,
+    render_smolvm,
+    smolvm_deny_cidrs,
+)
 from tests.helpers import ansible
 
 pytestmark = pytest.mark.integration
@@ -34,7 +40,7 @@ CLI = os.path.join(os.path.dirname(smol.__file__), "smol-vmm")
 NAME = "bottle-it"
 
 
-def _policy(*routes: dict[str, str]) -> dict[str, Any]:
+def _policy(*routes: dict[str, Any]) -> dict[str, Any]:
     return compile_policy({"egress": {"routes": list(routes)}}).to_dict()
 
 
@@ -261,3 +267,82 @@ def test_fails_closed_when_smolvm_drops_the_allow_list(home: Path) -> None:
     assert "must not run with this allow list" in result["msg"]
     record = status(home)
     assert record is not None and record["state"] != "running"
+
+
+def _db(home: Path) -> dict[str, Any]:
+    found = SmolvmClient(CLI, str(home / "data")).record(NAME)
+    assert found is not None
+    return found
+
+
+def _cli(home: Path, *args: str) -> None:
+    subprocess.run(
+        [CLI, "machine", *args],
+        env={**os.environ, "XDG_DATA_HOME": str(home / "data"), "SMOL_CLOUD_TOKEN": ""},
+        capture_output=True,
+        check=True,
+    )
+
+
+def test_every_machine_with_a_network_denies_the_gateway(home: Path) -> None:
+    """The module creates machines with deny rules for smolvm's gateway and the host's
+    loopback; a cidr-only bottle gets a DNS filter (README "The egress proxy and smolmachines")."""
+    made = module(home, **bottle(home, egress=_policy({"cidr": "0.0.0.0/0", "wide": True})))
+    assert made["actions"] == ["create"], made
+    stored = _db(home)
+    assert {r["action"] for r in stored["egress_rules"]} == {"deny"}
+    assert len(stored["egress_rules"]) == len(smolvm_deny_cidrs())
+    assert {"cidr": "100.96.0.0/16", "action": "deny"} in stored["egress_rules"]
+    assert {"cidr": "fd53:4d00::/64", "action": "deny"} in stored["egress_rules"]
+    assert stored["dns_filter_hosts"] == ["=" + SMOLVM_NO_NAMES]
+    assert (
+        module(home, **bottle(home, egress=_policy({"cidr": "0.0.0.0/0", "wide": True})))["changed"]
+        is False
+    )
+
+
+def test_a_machine_without_the_deny_rules_is_created_again(home: Path) -> None:
+    """smolvm takes deny rules only at create, and `update --no-net` drops them: a
+    machine whose record lacks them is replaced, even without recreate=true."""
+    module(home, **bottle(home))
+    created_at = status(home)["created_at"]  # type: ignore[index]
+    # an older bot-bottle's machine: the same allow lists, no deny rules
+    _cli(home, "update", "--name", NAME, "--no-net")
+    allow = render_smolvm(policy_from_dict(bottle(home)["egress"]))
+    _cli(home, "update", "--name", NAME, "--reset-allow-list", *allow["update_args"])
+    assert not _db(home).get("egress_rules")
+    assert sorted(status(home)["allowed_hosts"]) == ["*.cdn.example", "=api.example.com"]  # type: ignore[index]
+
+    planned = module(home, check=True, **bottle(home))
+    assert planned["actions"] == ["delete", "create"] and planned["changed_fields"][0] == (
+        "deny_cidrs"
+    )
+    assert not _db(home).get("egress_rules")  # check mode changes nothing
+    redone = module(home, **bottle(home))
+    assert redone["actions"] == ["delete", "create"], redone
+    assert len(_db(home)["egress_rules"]) == len(smolvm_deny_cidrs())
+    assert status(home)["created_at"] >= created_at  # type: ignore[index]
+    assert module(home, **bottle(home))["changed"] is False
+
+
+def test_fails_closed_when_smolvm_drops_the_deny_rules(home: Path) -> None:
+    """A smolvm that ignores --deny-cidr at create: the read-back notices and fails."""
+    shim = home / "dropping-smolvm"
+    shim.write_text(
+        "#!/usr/bin/env python3\n"
+        "import os, sys\n"
+        "args, out, skip = sys.argv[1:], [], False\n"
+        "for a in args:\n"
+        "    if skip:\n"
+        "        skip = False\n"
+        "        continue\n"
+        "    if a == '--deny-cidr':\n"
+        "        skip = True\n"
+        "        continue\n"
+        "    out.append(a)\n"
+        f"os.execv({CLI!r}, [{CLI!r}] + out)\n"
+    )
+    shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
+    result = module(home, binary=str(shim), **bottle(home))
+    assert result["failed"] is True
+    assert "stored different egress" in result["msg"] and "deny rules []" in result["msg"]

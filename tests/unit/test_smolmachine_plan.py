@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import (
     SmolvmError,
     parse_error,
 )
-from botbottle.policy import build_policy, render_smolvm
+from botbottle.policy import SMOLVM_NO_NAMES, build_policy, render_smolvm, smolvm_deny_cidrs
 
 POLICY = build_policy(["api.example.com"], ["cdn.example"], ["203.0.113.0/24"])
 
@@ -211,6 +212,90 @@ def test_egress_matches_fails_closed() -> None:
     # networking with empty lists is open egress: never a match, even if "wanted"
     opened = replace(spec, allow_hosts=(), allow_cidrs=(), network=True)
     assert not egress_matches(opened, replace(opened))
+
+
+# --------------------------------------------------------------------------- deny rules
+
+# What smolvm 1.32.2 stores for `--deny-cidr` (tests/integration/test_smolvm_host_reach.py
+# creates real records): one {"cidr", "action": "deny"} per rule, IPv4-mapped networks
+# written as ::ffff:0.0.0.0/96.
+STORED_DENY = [
+    {"cidr": "::ffff:0.0.0.0/96" if c == "::ffff:0:0/96" else c, "action": "deny"}
+    for c in smolvm_deny_cidrs()
+]
+
+
+def _stored(spec: MachineSpec, egress_rules: object) -> MachineSpec:
+    listing = {
+        "image": spec.image,
+        "cmd": list(spec.command),
+        "cpus": spec.cpus,
+        "memory_mib": spec.memory_mib,
+        "network": spec.network,
+        "labels": dict(spec.labels),
+        "allowed_hosts": list(spec.allow_hosts),
+        "allowed_cidrs": list(spec.allow_cidrs),
+    }
+    record: dict[str, Any] = {"env": [list(e) for e in spec.env], "workdir": spec.workdir}
+    if egress_rules is not None:
+        record["egress_rules"] = egress_rules
+    return actual_spec(listing, record)
+
+
+def test_create_passes_the_deny_rules_and_update_never_does() -> None:
+    spec = want()
+    args = create_args("bottle-x", spec)
+    denied = [args[i + 1] for i, a in enumerate(args) if a == "--deny-cidr"]
+    assert denied == smolvm_deny_cidrs()
+    assert args.index("--deny-cidr") < args.index("--")  # before the workload command
+    todo = plan(spec, "created", want(build_policy(["b.example"])), "present")
+    assert todo.actions == ["update"] and "--deny-cidr" not in todo.update
+
+
+def test_a_record_with_the_deny_rules_is_no_change() -> None:
+    spec = want()
+    stored = _stored(spec, STORED_DENY)
+    assert stored.deny_cidrs == spec.deny_cidrs
+    assert plan(stored, "running", spec, "started").actions == []
+    assert egress_matches(stored, spec)
+
+
+@pytest.mark.parametrize(
+    "egress_rules",
+    [None, [], STORED_DENY[:1], [{"cidr": "100.96.0.0/16", "action": "allow"}]],
+    ids=["no-key", "empty", "only-some", "not-deny"],
+)
+def test_a_machine_without_its_deny_rules_is_created_again(egress_rules: object) -> None:
+    """smolvm takes deny rules only at create: a machine made without them (older
+    bot-bottle, or `update --no-net` and back) is replaced, even without recreate."""
+    spec = want()
+    stored = _stored(spec, egress_rules)
+    assert stored.deny_cidrs != spec.deny_cidrs
+    todo = plan(stored, "running", spec, "started")
+    assert todo.actions == ["delete", "create", "start"]
+    assert todo.changed_fields[0] == "deny_cidrs"
+    assert plan(stored, "created", spec, "present").actions == ["delete", "create"]
+    assert not egress_matches(stored, spec)  # the read-back fails closed too
+
+
+def test_a_machine_without_network_needs_no_deny_rules() -> None:
+    spec = want(build_policy())
+    assert spec.deny_cidrs == () and spec.network is False
+    stored = _stored(spec, None)
+    assert plan(stored, "created", spec, "present").actions == []
+    assert egress_matches(stored, spec)
+    assert "--deny-cidr" not in create_args("bottle-x", spec)  # it would turn the network on
+    # turning the network off is an in-place update (it drops smolvm's deny rules) ...
+    assert plan(_stored(want(), STORED_DENY), "created", spec, "present").update == ["--no-net"]
+    # ... and the first route after that is a new machine
+    assert plan(stored, "created", want(), "present").actions == ["delete", "create"]
+
+
+def test_a_cidr_only_bottle_gets_the_no_names_pattern() -> None:
+    spec = want(build_policy(cidrs=["203.0.113.0/24"]))
+    assert spec.allow_hosts == ("=" + SMOLVM_NO_NAMES,)
+    args = create_args("bottle-x", spec)
+    assert args[args.index(SMOLVM_NO_NAMES) - 1] == "--allow-host-pattern"
 
 
 # --------------------------------------------------------------------------- client

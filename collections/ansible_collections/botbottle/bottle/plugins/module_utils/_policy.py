@@ -684,29 +684,87 @@ def warnings(policy: EgressPolicy) -> list[str]:
 
 # --------------------------------------------------------------------------- smolvm
 
+#: The networks of smolvm's guest gateway (the default guest link 100.96.0.0/30 and the
+#: inter-VM networks 100.96.N.0, IPv6 fd53:4d00::/64). smolvm dials a TCP flow to the
+#: gateway on the *host's* loopback at the same port (crates/smolvm-network/src/
+#: tcp_relay.rs, ``host_connect_addr``), so an allow-list entry covering it would open
+#: every service on the host's loopback. Every smolmachine is created with deny rules
+#: for these networks (:func:`smolvm_deny_cidrs`).
+SMOLVM_GATEWAY_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+    ipaddress.IPv4Network("100.96.0.0/16"),
+    ipaddress.IPv6Network("fd53:4d00::/64"),
+)
+
+#: The host pattern a bottle with ``cidr`` routes but no ``host`` route gets, so that
+#: smolvm's DNS filter is on: smolvm filters names only when the allow list holds a
+#: host entry (egress.rs ``dns_filter_active``) and otherwise forwards every query
+#: upstream. ``.invalid`` is reserved and never resolves (RFC 6761 section 6.4), so
+#: this admits no address; only this one constant name may be asked upstream.
+SMOLVM_NO_NAMES = "no-names.bot-bottle.invalid"
+
+
+def smolvm_deny_cidrs() -> list[str]:
+    """The ``--deny-cidr`` networks of every smolmachine that has a network: the
+    gateway's (:data:`SMOLVM_GATEWAY_NETWORKS`), then :data:`NEVER_ROUTED` (the host's
+    loopback in case smolvm judges a gateway flow by the address it dials, and
+    unspecified, metadata, link-local and IPv4-mapped addresses, as the Docker rules).
+
+    smolvm checks deny rules before anything is allowed ("Deny egress to a CIDR
+    range, checked before anything is allowed"; "refuses a range even where an allow
+    would admit it, including the host's loopback reached through the gateway" --
+    smolvm 1.32.2 ``--help``), so a wide route cannot reach them either.
+    """
+    nets = [str(net) for net in SMOLVM_GATEWAY_NETWORKS]
+    nets += [str(net) for net, _ in NEVER_ROUTED]
+    return list(dict.fromkeys(nets))
+
+
+def smolvm_gateway_overlap(cidr: str) -> str | None:
+    """The gateway network (:data:`SMOLVM_GATEWAY_NETWORKS`) a route's ``cidr``
+    overlaps, or None. A wide route always overlaps one; the validator refuses the
+    others, which can be written without the gateway."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    for gateway in SMOLVM_GATEWAY_NETWORKS:
+        if net.version == gateway.version and net.overlaps(gateway):
+            return str(gateway)
+    return None
+
 
 def render_smolvm(policy: EgressPolicy) -> dict[str, Any]:
-    """smolvm allow lists for the policy.
+    """smolvm egress for the policy.
 
     ``allow_hosts`` is the stored form (SDK ``allow_hosts`` / record
-    ``dns_filter_hosts``); ``cli_args`` is the equivalent ``smolvm machine
-    create/update`` arguments (``--allow-host-pattern`` never resolves names at
-    create time, unlike ``--allow-host``).
+    ``dns_filter_hosts``): ``=host`` for exact names, ``*.zone`` for wildcards,
+    never a bare entry; ``[=`` :data:`SMOLVM_NO_NAMES` ``]`` when there are ``cidr``
+    routes but no host route, so that smolvm's DNS filter is on. ``deny_cidrs``
+    (:func:`smolvm_deny_cidrs`, empty without routes) are the deny rules, which
+    smolvm takes only at ``machine create``. ``cli_args`` are the ``smolvm machine
+    create`` arguments; ``update_args`` the ``machine update`` ones (no deny rules:
+    update has no ``--deny-cidr``). ``--allow-host-pattern`` never resolves names at
+    create time, unlike ``--allow-host``. No routes: no network (``network`` false)
+    and no arguments: ``--deny-cidr`` would turn the network on.
     """
-    hosts = ["=" + name for name in policy.exact_hosts]
-    hosts += ["*." + zone for zone in policy.wildcard_zones]
-    cli_args: list[str] = []
-    for name in policy.exact_hosts:
-        cli_args += ["--allow-host-pattern", name]
-    for zone in policy.wildcard_zones:
-        cli_args += ["--allow-host-pattern", "*." + zone]
+    names = [*policy.exact_hosts, *("*." + zone for zone in policy.wildcard_zones)]
+    if policy.cidrs and not names:
+        names = [SMOLVM_NO_NAMES]
+    hosts = [name if name.startswith("*.") else "=" + name for name in names]
+    update_args: list[str] = []
+    for name in names:
+        update_args += ["--allow-host-pattern", name]
     for cidr in policy.cidrs:
-        cli_args += ["--allow-cidr", cidr]
+        update_args += ["--allow-cidr", cidr]
+    network = bool(hosts or policy.cidrs)
+    deny = smolvm_deny_cidrs() if network else []
+    cli_args = list(update_args)
+    for cidr in deny:
+        cli_args += ["--deny-cidr", cidr]
     return {
         "allow_hosts": hosts,
         "allow_cidrs": list(policy.cidrs),
-        "network": bool(hosts or policy.cidrs),
+        "deny_cidrs": deny,
+        "network": network,
         "cli_args": cli_args,
+        "update_args": update_args,
     }
 
 

@@ -9,7 +9,10 @@ plus the state database for what ``ls`` does not show), turns the module's
 parameters into the same normalised shape, and asks :func:`plan` what to do.
 :func:`create_args` and :func:`update_args` turn a plan into ``smolvm machine``
 arguments; the egress allow lists always come from the policy compiler
-(``_policy.render_smolvm``): exact names as ``=host`` patterns, never bare.
+(``_policy.render_smolvm``): exact names as ``=host`` patterns, never bare, and
+the deny rules that keep a machine off its host's loopback (the gateway's networks).
+smolvm takes deny rules only at ``machine create`` (and ``machine update --no-net``
+drops them), so a machine whose record lacks them is deleted and created again.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ UPDATABLE = (
 )
 # Fields only a new machine can change.
 IMMUTABLE = ("image", "command", "labels", "storage_gib")
+# Fields only a new machine can change and that no machine may run without: the plan
+# re-creates the machine whatever ``recreate`` says.
+REPLACE = ("deny_cidrs",)
 # Fields whose change needs the machine stopped first.
 NEEDS_STOP = ("cpus", "memory_mib", "env", "workdir", "mounts", "ports")
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -91,9 +97,13 @@ class MachineSpec:
     network: bool = False
     allow_hosts: tuple[str, ...] = ()
     allow_cidrs: tuple[str, ...] = ()
+    # The deny rules (render_smolvm's deny_cidrs; the record's egress_rules).
+    deny_cidrs: tuple[str, ...] = ()
     image_source: str | None = field(default=None, compare=False)
-    # The compiler's CLI rendering of allow_hosts/allow_cidrs (render_smolvm's cli_args).
+    # The compiler's CLI rendering: `machine create` (render_smolvm's cli_args, deny
+    # rules included) and `machine update` (its update_args) arguments.
     egress_args: tuple[str, ...] = field(default=(), compare=False)
+    egress_update_args: tuple[str, ...] = field(default=(), compare=False)
 
     def to_dict(self, redact_env: bool = True) -> dict[str, Any]:
         """Plain data for diffs; env values are replaced unless ``redact_env`` is false."""
@@ -111,11 +121,25 @@ class MachineSpec:
             "network": self.network,
             "allow_hosts": list(self.allow_hosts),
             "allow_cidrs": list(self.allow_cidrs),
+            "deny_cidrs": list(self.deny_cidrs),
         }
 
 
 def _host_key(entry: str) -> str:
     return entry.strip().lower().rstrip(".")
+
+
+def _cidr_key(entry: Any) -> str:
+    return str(ipaddress.ip_network(str(entry).strip(), strict=False))
+
+
+def _deny_cidrs(record: Mapping[str, Any]) -> tuple[str, ...]:
+    """The deny rules in a record's ``egress_rules`` (``{"cidr", "action": "deny"}``)."""
+    found = set()
+    for rule in record.get("egress_rules") or ():
+        if isinstance(rule, Mapping) and rule.get("action") == "deny" and rule.get("cidr"):
+            found.add(_cidr_key(rule["cidr"]))
+    return tuple(sorted(found))
 
 
 def desired_spec(
@@ -157,8 +181,10 @@ def desired_spec(
         network=bool(smolvm_allow.get("allow_hosts") or smolvm_allow.get("allow_cidrs")),
         allow_hosts=tuple(sorted(_host_key(h) for h in smolvm_allow.get("allow_hosts", ()))),
         allow_cidrs=tuple(sorted(str(c) for c in smolvm_allow.get("allow_cidrs", ()))),
+        deny_cidrs=tuple(sorted({_cidr_key(c) for c in smolvm_allow.get("deny_cidrs", ())})),
         image_source=image or None,
         egress_args=tuple(str(a) for a in smolvm_allow.get("cli_args", ())),
+        egress_update_args=tuple(str(a) for a in smolvm_allow.get("update_args", ())),
     )
 
 
@@ -190,6 +216,7 @@ def actual_spec(listing: Mapping[str, Any], record: Mapping[str, Any] | None) ->
         network=bool(listing.get("network", record.get("network"))),
         allow_hosts=tuple(sorted(_host_key(h) for h in hosts)),
         allow_cidrs=tuple(sorted(cidrs)),
+        deny_cidrs=_deny_cidrs(record),
     )
 
 
@@ -210,6 +237,8 @@ def _differs(actual: MachineSpec, desired: MachineSpec, name: str) -> bool:
     want = getattr(desired, name)
     if name in ("cpus", "memory_mib", "storage_gib", "image") and want is None:
         return False  # not asked for: smolvm's default or whatever is there
+    if name == "deny_cidrs" and not want:
+        return False  # no network: nothing to deny (update --no-net drops them)
     if name == "labels":
         # The policy label records the policy at creation; allow lists are compared
         # directly, so a changed policy is an in-place update, not a new machine.
@@ -248,16 +277,17 @@ def plan(
         return result
     immutable = [f for f in IMMUTABLE if _differs(actual, desired, f)]
     updatable = [f for f in UPDATABLE if _differs(actual, desired, f)]
-    if immutable:
-        if not recreate:
-            raise PlanError(
-                "fields that only a new machine can change differ: {}; set recreate=true to "
-                "delete and recreate the machine (this destroys its disk)".format(
-                    ", ".join(immutable)
-                )
-            )
+    # A machine without its deny rules must not run, and only a new machine gets
+    # them: it is deleted and created (its disk is lost) whatever ``recreate`` says.
+    replace = [f for f in REPLACE if _differs(actual, desired, f)]
+    if immutable and not (recreate or replace):
+        raise PlanError(
+            "fields that only a new machine can change differ: {}; set recreate=true to "
+            "delete and recreate the machine (this destroys its disk)".format(", ".join(immutable))
+        )
+    if replace or immutable:
         result.actions += ["delete", "create"]
-        result.changed_fields = immutable + updatable
+        result.changed_fields = replace + immutable + updatable
         if state == "started":
             result.actions.append("start")
         return result
@@ -275,14 +305,15 @@ def plan(
     return result
 
 
-def _allow_args(spec: MachineSpec) -> list[str]:
-    """The compiler's allow-list arguments, after checking no entry is bare."""
+def _allow_args(spec: MachineSpec, update: bool = False) -> list[str]:
+    """The compiler's egress arguments for ``machine create`` (deny rules included) or
+    ``machine update``, after checking no entry is bare."""
     for host in spec.allow_hosts:
         if not host.startswith(("=", "*.")):
             raise ValueError(
                 f"refusing bare allow-list entry {host!r}: smolvm would also allow every subdomain"
             )
-    return list(spec.egress_args)
+    return list(spec.egress_update_args if update else spec.egress_args)
 
 
 def _volume(mount: tuple[str, str, bool]) -> str:
@@ -353,7 +384,7 @@ def _port_args(actual: MachineSpec, desired: MachineSpec) -> list[str]:
 def _egress_args(_actual: MachineSpec, desired: MachineSpec) -> list[str]:
     if desired.network:
         # One replacement of both lists: never a window with the union or with nothing.
-        return ["--reset-allow-list", *_allow_args(desired)]
+        return ["--reset-allow-list", *_allow_args(desired, update=True)]
     # No routes: no network at all (smolvm refuses an empty list, which would mean
     # "everything").
     return ["--no-net"]
@@ -382,7 +413,8 @@ def update_args(actual: MachineSpec, desired: MachineSpec, fields: Sequence[str]
 def egress_matches(actual: MachineSpec, desired: MachineSpec) -> bool:
     """Does the stored egress equal the compiled policy? (the fail-closed read-back)
 
-    Networking with empty allow lists would be open egress, so it never matches.
+    Networking with empty allow lists would be open egress, so it never matches; nor
+    does a machine with a network that lacks the compiled deny rules.
     """
     if actual.network and not (actual.allow_hosts or actual.allow_cidrs):
         return False
@@ -390,4 +422,5 @@ def egress_matches(actual: MachineSpec, desired: MachineSpec) -> bool:
         actual.network == desired.network
         and actual.allow_hosts == desired.allow_hosts
         and actual.allow_cidrs == desired.allow_cidrs
+        and not _differs(actual, desired, "deny_cidrs")
     )

@@ -48,8 +48,19 @@ description:
     Exact host names become smolvm's C(=host) patterns (exactly that name), wildcard zones
     C(*.zone), and CIDRs C(--allow-cidr). A bare allow-list entry, which smolvm would match with
     all its subdomains, is never written. A policy with no routes means no network at all.
-  - Fails closed. After every create or update the stored allow lists are read back; if they
-    differ from the compiled policy, the machine is stopped and the task fails.
+  - A policy with CIDRs but no host names also gets the host pattern
+    C(=no-names.bot-bottle.invalid), a name that never resolves, so that smolvm's DNS filter is
+    on (smolvm filters names only when the allow list holds a host entry, and otherwise forwards
+    every query upstream).
+  - Every machine with a network is created with deny rules (C(--deny-cidr)) for smolvm's guest
+    gateway (C(100.96.0.0/16), C(fd53:4d00::/64)), which smolvm relays to the host's loopback,
+    and for loopback, link-local, metadata and unspecified addresses. smolvm checks them before
+    any allow, so no route, however wide, reaches the host through the gateway. smolvm takes deny
+    rules only at create (and C(machine update --no-net) drops them), so a machine whose record
+    lacks them is deleted and created again, even without O(recreate=true); B(its disk is lost).
+    Giving a machine created without routes its first route is therefore a new machine too.
+  - Fails closed. After every create or update the stored allow lists and deny rules are read
+    back; if they differ from the compiled policy, the machine is stopped and the task fails.
   - Drift smolvm can change in place (allow lists, cpus, memory, env, workdir, mounts, ports) is
     fixed in place, stopping a running machine first when smolvm needs that (allow lists alone
     apply live). Drift it cannot change (image, command, labels, storage) fails the task and
@@ -222,6 +233,7 @@ machine:
     network: true
     allow_hosts: ["=api.example.com", "*.cdn.example"]
     allow_cidrs: [203.0.113.0/24]
+    deny_cidrs: [0.0.0.0/8, 100.96.0.0/16, 127.0.0.0/8, "...", fd53:4d00::/64, fe80::/10]
     labels: {botbottle.managed-by: bot-bottle, botbottle.policy: "sha256:..."}
 state:
   description: >-
@@ -333,8 +345,9 @@ def _fail_closed(
         msg=(
             f"smolvm stored different egress for {name} than the compiled policy: stored hosts "
             f"{have.get('allow_hosts')}, cidrs {have.get('allow_cidrs')}, network "
-            f"{have.get('network')}; wanted {list(desired.allow_hosts)}, "
-            f"{list(desired.allow_cidrs)}, network {desired.network}.{stopped} This is a smolvm "
+            f"{have.get('network')}, deny rules {have.get('deny_cidrs')}; wanted "
+            f"{list(desired.allow_hosts)}, {list(desired.allow_cidrs)}, network "
+            f"{desired.network}, deny rules {list(desired.deny_cidrs)}.{stopped} This is a smolvm "
             "bug or a concurrent change; the machine must not run with this allow list."
         ),
         **result,
