@@ -1127,6 +1127,72 @@ def bench_proxy(bench: Bench) -> None:
 # --------------------------------------------------------------------------- policy
 
 
+DLP_BODY = 1024 * 1024
+
+
+def dlp_ratios(on: Sequence[float], off: Sequence[float]) -> dict[str, Any]:
+    """Per-run p50s (seconds) with DLP on and off, and the ratio of their medians."""
+    return {
+        "on": summarize(on),
+        "off": summarize(off),
+        "ratio": ratio(statistics.median(on), statistics.median(off)),
+    }
+
+
+def bench_dlp(bench: Bench, big: int = 20, small: int = 300) -> None:
+    """The egress proxy's latency with DLP on (the defaults: known_secrets and
+    token_patterns, one known secret delivered) against the same proxy with
+    ``egress.dlp: {outbound_detectors: false}``, in the same run, from one client to one
+    origin (tests/integration/test_egress_dlp.py's lab, containers ``bbperf-dlp-*``):
+    p50 of ``big`` 1 MiB JSON POSTs and of ``small`` GETs on a kept-alive connection."""
+    from tests.integration import test_egress_dlp as lab_module  # noqa: PLC0415
+
+    since = len(bench.loads)
+    lab = lab_module.start_lab(bench.work / "dlp", prefix="bbperf-dlp", net="bbperf-dlp-net")
+    samples: dict[str, dict[str, list[float]]] = {
+        "big": {"on": [], "off": []},
+        "small": {"on": [], "off": []},
+    }
+    try:
+        for run in range(bench.runs):
+            order = [("on", lab_module.PROXY), ("off", lab_module.PROXY_OFF)]
+            for mode, proxy in order if run % 2 == 0 else order[::-1]:
+                bench.loads.append(load1())
+                raw = lab_module.probe(
+                    "body_latency", proxy=proxy, prefix="bbperf-dlp",
+                    authority="api.dlp.test:443", size=DLP_BODY, big=big, small=small,
+                )  # fmt: skip
+                if "error" in raw:
+                    raise RuntimeError(f"dlp bench ({mode}): {raw['error']}")
+                for kind in ("big", "small"):
+                    samples[kind][mode].append(statistics.median(raw[kind]))
+                bench.log(
+                    f"dlp run {run + 1} {mode}: 1 MiB p50 "
+                    f"{statistics.median(raw['big']) * 1000:.1f} ms, small p50 "
+                    f"{statistics.median(raw['small']) * 1000:.2f} ms"
+                )
+    finally:
+        lab_module.stop_lab(lab)
+    bench.results["dlp"] = {
+        "body_bytes": DLP_BODY,
+        "requests": {"big": big, "small": small},
+        "big_p50_s": dlp_ratios(samples["big"]["on"], samples["big"]["off"]),
+        "small_p50_s": dlp_ratios(samples["small"]["on"], samples["small"]["off"]),
+        "load1": bench.loads[since:],
+    }
+
+
+def _dlp_lines(d: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for key, label in (("big_p50_s", "1 MiB POST"), ("small_p50_s", "small GET")):
+        row = d[key]
+        lines.append(
+            f"DLP {label} p50: on {row['on']['median'] * 1000:.2f} ms, off "
+            f"{row['off']['median'] * 1000:.2f} ms; ratio {row['ratio']:.2f}"
+        )
+    return lines
+
+
 def _median_time(func: Callable[[], object], runs: int) -> dict[str, Any]:
     func()  # warm-up, not counted: the first call pays for imports and the schema validator
     samples = []
@@ -1469,6 +1535,8 @@ def table(results: Mapping[str, Any]) -> list[str]:
         lines += _demo_lines(results["demo"])
     if "proxy" in results:
         lines += _proxy_lines(results["proxy"])
+    if "dlp" in results:
+        lines += _dlp_lines(results["dlp"])
     for label, r in results.get("resolver", {}).items():
         if not isinstance(r, dict) or label == "load1":
             continue
@@ -1531,7 +1599,7 @@ def problems(results: Mapping[str, Any]) -> list[str]:
     return found
 
 
-SECTIONS = ("policy", "extends", "bringup", "steps", "scale", "demo", "resolver", "proxy")
+SECTIONS = ("policy", "extends", "bringup", "steps", "scale", "demo", "resolver", "proxy", "dlp")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -1584,7 +1652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"bench: unknown section(s) {', '.join(sorted(unknown))}")
     with tempfile.TemporaryDirectory(prefix="bottle-bench-") as tmp:
         work = Path(tmp)
-        docker_needed = bool(only - {"policy", "extends"})
+        docker_needed = bool(only - {"policy", "extends", "dlp"})
         servers: list[Any] = []
         bench = Bench(work, "", args.runs, log=lambda m: print(f"bench: {m}", flush=True))
         sections: dict[str, Callable[[], None]] = {
@@ -1598,6 +1666,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "demo": lambda: bench_demo(bench),
             "resolver": lambda: bench_resolver(bench, args.dnsperf_seconds),
             "proxy": lambda: bench_proxy(bench),
+            "dlp": lambda: bench_dlp(bench),
         }
         report: dict[str, Any] = {
             "machine": machine(),

@@ -107,7 +107,10 @@ def _request_bytes(request: dict[str, Any]) -> bytes:
     hosts = request["host"] if isinstance(request.get("host"), list) else [request.get("host")]
     lines += [f"Host: {h}" for h in hosts if h is not None]
     lines += [f"{k}: {v}" for k, v in request.get("headers", [])]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+    body = base64.b64decode(request["body_b64"]) if "body_b64" in request else b""
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
 
 
 def _exchange(stream_sock: Any, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -451,6 +454,37 @@ def probe_latency(probe: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def probe_body_latency(probe: dict[str, Any]) -> dict[str, Any]:
+    """Raw timings for the DLP benchmark: ``big`` POSTs of ``size`` bytes (a JSON
+    document of text), then ``small`` GETs, each on one kept-alive connection through
+    ``proxy``; samples in seconds."""
+    host = probe["authority"].rsplit(":", 1)[0]
+    filler = ("lorem ipsum dolor sit amet " * (int(probe["size"]) // 27 + 1))[: int(probe["size"])]
+    body = json.dumps({"text": filler}).encode()
+    post = (
+        f"POST /upload HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    get = f"GET /small?q=hello HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\n\r\n".encode()
+    sock, answer = _connect(probe)
+    if answer["status"] != 200:
+        raise ConnectionError(f"CONNECT answered {answer['status']}")
+    stream = _wrap(sock, probe, ["http/1.1"])
+    reader = stream.makefile("rb")
+    out: dict[str, list[float]] = {"big": [], "small": []}
+    for kind, request, count in (("big", post, probe["big"]), ("small", get, probe["small"])):
+        for _ in range(int(count) + 1):  # the first is a warm-up
+            start = time.perf_counter()
+            stream.sendall(request)
+            status = _read_response(reader)["status"]
+            if status != 200:
+                raise ConnectionError(f"{kind}: the proxy or origin answered {status}")
+            out[kind].append(time.perf_counter() - start)
+        out[kind] = out[kind][1:]
+    stream.close()
+    return out
+
+
 PROBES = {
     "https": probe_https,
     "plain": probe_plain,
@@ -462,6 +496,7 @@ PROBES = {
     "env": probe_env,
     "tcp": probe_tcp,
     "latency": probe_latency,
+    "body_latency": probe_body_latency,
 }
 
 if __name__ == "__main__":

@@ -1209,8 +1209,9 @@ def merge(documents: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 if "routes" in value:
                     saw_routes = True
                     routes.extend(value.get("routes") or [])
-                if "log" in value:
-                    egress["log"] = value["log"]
+                for replaced in ("log", "dlp"):
+                    if replaced in value:
+                        egress[replaced] = value[replaced]
                 merged["egress"] = egress
             else:
                 merged[key] = value

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from benchmarks import bench
 from benchmarks.bench import (
     anatomy,
     latency_figures,
@@ -303,3 +304,11 @@ def test_proxy_figures_ratios_and_the_bringup_share() -> None:
     assert lines[0].endswith("ratio 2.00")
     assert "the proxy's steps (make_ca, create_proxy, wait_proxy) 1.00 s = 40%" in lines[5]
     assert lines[6].startswith("docker_bottle from nothing, through ansible: 4.000 s")
+
+
+def test_dlp_ratios_and_lines() -> None:
+    found = bench.dlp_ratios([0.1, 0.12, 0.1], [0.02, 0.02, 0.018])
+    assert found["ratio"] == pytest.approx(5.0)
+    lines = bench._dlp_lines({"big_p50_s": found, "small_p50_s": bench.dlp_ratios([2.0], [1.0])})
+    assert lines[0] == "DLP 1 MiB POST p50: on 100.00 ms, off 20.00 ms; ratio 5.00"
+    assert lines[1].endswith("ratio 2.00")

@@ -74,6 +74,8 @@ def test_plan_json_contract() -> None:
         "cidrs",
         "log",
         "http",
+        "auth",
+        "dlp",
         "hash",
     }
     assert web["backend"] == "smolmachines"
@@ -269,7 +271,8 @@ def test_validate_json_lists_unenforced_keys_as_errors(tmp_path: Path) -> None:
     assert data["valid"] is False and data["bottles"] == []
     [error] = data["errors"]
     assert error["path"] == "$.egress.routes[1].matches" and error["line"] == 5
-    assert error["file"].endswith("scoped.yml") and "issue 14" in error["fix"]
+    assert error["file"].endswith("scoped.yml")
+    assert "the docker backend's egress proxy enforces" in error["fix"]
 
 
 def test_plan_refuses_keys_its_backend_does_not_enforce(tmp_path: Path) -> None:

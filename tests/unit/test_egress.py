@@ -345,7 +345,7 @@ def test_config_round_trips_and_is_canonical(tmp_path: Path) -> None:
     ("change", "words"),
     [
         ({"extra": 1}, "unknown keys ['extra']"),
-        ({"format": 1}, "format: expected 2"),
+        ({"format": 1}, "format: expected 3"),
         ({"policy": None}, "policy: expected the compiled policy"),
         (
             {"policy": {**POLICY.to_dict(), "exact_hosts": ["evil.test"]}},
@@ -648,11 +648,13 @@ def test_proxy_command_is_mitmdump_with_the_addon_built_in() -> None:
     assert _egress.proxy_command("/x")[-1] == "ssl_verify_upstream_trusted_ca=/x"
 
 
-def test_proxy_code_files_are_the_three_modules_at_their_collection_path() -> None:
+def test_proxy_code_files_are_the_four_modules_at_their_collection_path() -> None:
     files = _egress.proxy_code_files()
     here = Path(_egress.__file__).parent
     prefix = "ansible_collections/botbottle/bottle/plugins/module_utils/"
-    assert sorted(files) == [prefix + n for n in ("_egress.py", "_egress_addon.py", "_policy.py")]
+    assert sorted(files) == [
+        prefix + n for n in ("_dlp.py", "_egress.py", "_egress_addon.py", "_policy.py")
+    ]
     for rel, source in files.items():
         assert source == (here / rel.rsplit("/", 1)[1]).read_text()
     assert prefix.replace("/", ".") + "_egress_addon" == _egress.ADDON_MODULE

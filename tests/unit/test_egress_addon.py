@@ -99,11 +99,15 @@ class Flow:
             method=method,
             path=path,
             http_version="HTTP/2.0" if http2 else "HTTP/1.1",
+            raw_content=b"",
         )
         self.metadata: dict[str, Any] = {}
         self.response: Response | None = None
         self.killed = False
         self.messages = [types.SimpleNamespace(content=b"payload")]
+        self.websocket = types.SimpleNamespace(
+            messages=[types.SimpleNamespace(content=b"payload", from_client=True)]
+        )
 
     @property
     def killable(self) -> bool:
@@ -130,7 +134,7 @@ def tls(client: str, sni: str | None) -> types.SimpleNamespace:
 
 def request(addon: _egress_addon.EgressAddon, flow: Flow) -> Flow:
     asyncio.run(addon.requestheaders(flow))
-    addon.request(flow)
+    asyncio.run(addon.request(flow))
     return flow
 
 
@@ -238,7 +242,7 @@ def test_only_approved_upstream_connections_open(addon: _egress_addon.EgressAddo
         assert data.server.error and "no checked request approved" in data.server.error
     flow = Flow(host="api.example.com", port=443, hosts=["api.example.com"])
     flow.metadata["bb_egress_target"] = "api.example.com:443"
-    addon.request(flow)  # requestheaders never ran: not approved
+    asyncio.run(addon.request(flow))  # requestheaders never ran: not approved
     assert flow.response is not None and flow.response.status_code == 403
 
 
@@ -345,11 +349,11 @@ def test_upstream_tls_with_another_sni_is_withheld(addon: _egress_addon.EgressAd
 def test_websockets_pass_and_an_exception_kills_them(addon: _egress_addon.EgressAddon) -> None:
     flow = Flow()
     flow.metadata["bb_egress_target"] = "api.example.com:443"
-    addon.websocket_message(flow)
+    asyncio.run(addon.websocket_message(flow))
     assert not flow.killed
     broken = Flow()
     broken.client_conn = None  # type: ignore[assignment]
-    addon.websocket_message(broken)
+    asyncio.run(addon.websocket_message(broken))
     assert broken.killed
 
 

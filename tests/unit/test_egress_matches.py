@@ -324,7 +324,7 @@ def test_check_request_refuses_ambiguous_paths_only_where_paths_are_matched() ->
 
 def test_the_config_carries_the_matches_and_refuses_a_tampered_copy() -> None:
     data = _egress.render_config(_policy(), "172.30.0.2")
-    assert data["format"] == _egress.CONFIG_FORMAT == 2
+    assert data["format"] == _egress.CONFIG_FORMAT == 3
     assert data["policy"]["http"]["*.example.com"] == [{"methods": ["GET"]}]
     assert _egress.config_from_dict(json.loads(_egress.dumps_config(data))).policy == _policy()
     tampered = json.loads(json.dumps(data))
@@ -439,14 +439,15 @@ def test_the_addon_answers_403_for_a_request_no_entry_admits() -> None:
         assert bad.response.headers["x-bot-bottle-refused"] == "no-route-match"
         assert b"route api.example.com" in bad.response.content
         assert bad.request.data.host == "api.example.com"  # never pointed anywhere
-        addon.request(bad)  # the answer stands
+        asyncio.run(addon.request(bad))  # the answer stands
         assert bad.response.status_code == 403
     good.response = Response(204, b"", {})
-    addon.response(good)
+    asyncio.run(addon.response(good))
     refused_flow = _inner("GET", "/admin")
     refused_flow.metadata["bb_egress_refused"] = "no-route-match"
     refused_flow.response = Response(403, b"", {})
-    addon.response(refused_flow)  # the proxy's own answer is logged once, as the refusal
+    # the proxy's own answer is logged once, as the refusal
+    asyncio.run(addon.response(refused_flow))
     events = [(e["event"], e.get("path"), e.get("rule") or e.get("status")) for e in _lines(addon)]
     assert events == [
         ("connect", None, None),

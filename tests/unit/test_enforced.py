@@ -38,6 +38,7 @@ SAMPLES: dict[str, tuple[dict[str, Any], str]] = {
         "",
     ),
     "egress.log": ({"egress": {"log": 1}}, "$.egress.log"),
+    "egress.dlp": ({"egress": {"dlp": {"outbound_on_match": "redact"}}}, "$.egress.dlp"),
     "egress.routes[].auth": (
         {
             "egress": {
@@ -105,9 +106,10 @@ EXPECTED = {
     "egress.routes[].cidr": (True, True),
     "egress.routes[].wide": (True, True),
     "egress.log": (False, True),
-    "egress.routes[].auth": (False, False),
+    "egress.routes[].auth": (False, True),
     "egress.routes[].matches": (False, True),
-    "egress.routes[].dlp": (False, False),
+    "egress.routes[].dlp": (False, True),
+    "egress.dlp": (False, True),
     "git-gate": (False, False),
     "agent_provider": (False, False),
     "env": (True, True),
@@ -174,7 +176,7 @@ def test_each_key_is_refused_exactly_where_it_is_not_enforced(key: str, backend:
         route = manifest["egress"]["routes"][item.route]
         assert f"route {item.route} (host {route['host']})" in message
         assert item.host == route["host"]
-        assert "issue 14" in item.fix
+        assert "the docker backend's egress proxy enforces" in item.fix
 
 
 def test_log_zero_is_off_and_levels_one_and_two_are_refused_without_a_proxy() -> None:
@@ -282,7 +284,7 @@ def test_a_key_inherited_from_a_parent_names_the_parent_file_its_line_and_route(
     assert matches.file.endswith("child.yml") and matches.line == 6
     assert "route 0 (host api.github.com): 'matches'" in matches.message
     assert matches.message.endswith("; the context")
-    assert "issue 14" in matches.fix
+    assert "the docker backend's egress proxy enforces" in matches.fix
     assert problems["$.egress.log"].file.endswith("base.yml")
     assert problems["$.runtime.user"].file.endswith("child.yml")
     # a problem a parent holds is reported once for every bottle that inherits it

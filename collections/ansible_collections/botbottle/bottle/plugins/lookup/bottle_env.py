@@ -13,6 +13,7 @@ from ansible.plugins.lookup import LookupBase
 from ansible_collections.botbottle.bottle.plugins.module_utils._bottle_env import (
     EnvError,
     resolve_env,
+    secret_values,
 )
 
 DOCUMENTATION = r"""
@@ -41,6 +42,14 @@ options:
     description: Bottle name, for error messages.
     type: str
     default: ""
+  known_secrets:
+    description: >-
+      Return the bottle's secret values instead of its environment: a sorted list of the
+      values of its C(${HOST_VAR}) and C(?prompt) entries (literals are not secrets), for
+      the O(botbottle.bottle.docker_bottle#module:known_secrets) option (the egress proxy's
+      data-loss prevention looks for them). Secret: use it only in tasks with C(no_log).
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -56,9 +65,11 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _raw:
-  description: The environment, variable name to value.
+  description: >-
+    The environment, variable name to value; with O(known_secrets), the list of secret
+    values.
   type: list
-  elements: dict
+  elements: raw
 """
 
 
@@ -74,14 +85,16 @@ class LookupModule(LookupBase):
                     "bottle_env expects the bottle's env mapping, got " + type(term).__name__
                 )
             try:
-                results.append(
-                    resolve_env(
-                        term,
-                        os.environ,
-                        self.get_option("secrets") or {},
-                        self.get_option("bottle"),
-                    )
+                resolved = resolve_env(
+                    term,
+                    os.environ,
+                    self.get_option("secrets") or {},
+                    self.get_option("bottle"),
                 )
             except EnvError as exc:
                 raise AnsibleLookupError(str(exc)) from None
+            if self.get_option("known_secrets"):
+                results.append(secret_values(term, resolved))
+            else:
+                results.append(resolved)
         return results

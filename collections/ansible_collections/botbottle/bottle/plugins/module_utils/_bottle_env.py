@@ -74,3 +74,17 @@ def resolve_env(
             )
         resolved[name] = str(answers[name])
     return resolved
+
+
+def secret_values(entries: Mapping[str, Any], resolved: Mapping[str, str]) -> list[str]:
+    """The bottle's secret values -- those of its ``${VAR}`` and ``?prompt`` entries in
+    the environment :func:`resolve_env` returned -- sorted and without duplicates: what
+    the egress proxy's data-loss prevention looks for (``known_secrets``). Literals are
+    not secrets (they are in the manifest for anyone to read)."""
+    return sorted(
+        {
+            str(resolved[name])
+            for name, value in entries.items()
+            if entry_kind(value) != "literal" and name in resolved
+        }
+    )

@@ -24,6 +24,10 @@ What the proxy enforces:
   that checked identity by the compiler (:func:`~._policy.route_for`), and when the
   route has ``matches`` one of its entries must admit the request's method, path
   (:func:`~._policy.request_path`: the query is never matched) and headers;
+* **a route's credential** (:func:`credential_for`): on a route with ``auth``, keyed
+  on that same checked route, the agent's ``Authorization`` is replaced by the
+  route's; never over plain HTTP, and never without the runtime secrets
+  (:func:`load_secrets`): a missing credential refuses the request;
 * **resolved addresses** (:func:`choose_address`): the proxy resolves names through
   the bottle's own resolver (:func:`resolve`) and refuses answers in loopback,
   link-local, metadata, private (RFC 1918), shared (CGNAT), unique-local and the
@@ -58,7 +62,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
 from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
@@ -100,6 +104,8 @@ INTERNAL_ERROR = "internal-error"
 NO_CONFIG = "no-config"
 NO_ROUTE_MATCH = "no-route-match"
 AMBIGUOUS_PATH = "ambiguous-path"
+AUTH_OVER_HTTP = "auth-over-http"
+CREDENTIAL_MISSING = "credential-missing"
 
 
 class RefusedError(Exception):
@@ -274,9 +280,18 @@ def _first_match(address: IPAddress, networks: Sequence[tuple[IPNetwork, str]]) 
 
 #: 2: the policy carries each route's request matchers (``policy.http``), and the
 #: log level of ``policy.log`` (raised to ``log.minimum``, the host's floor) is what the
-#: proxy writes to ``log.file``.
-CONFIG_FORMAT = 2
-_CONFIG_KEYS = ("format", "policy", "resolver", "refused_networks", "private_networks", "log")
+#: proxy writes to ``log.file``. 3: the policy carries the bottle's and routes' DLP
+#: settings (``policy.dlp``), which the addon hands to :mod:`._dlp`.
+CONFIG_FORMAT = 3
+_CONFIG_KEYS = (
+    "format",
+    "policy",
+    "resolver",
+    "refused_networks",
+    "private_networks",
+    "log",
+    "secrets",
+)
 
 
 class ConfigError(ValueError):
@@ -299,6 +314,11 @@ class EgressConfig:
     log_file: str | None = None
     private_networks: tuple[IPNetwork, ...] = ()
     log_minimum: int = 0
+    #: the runtime secrets file (:data:`CONTAINER_SECRETS_DIR`; None: none is read),
+    #: and whether requests need it (some route has ``auth``: until it is delivered,
+    #: those requests are refused)
+    secrets_file: str | None = None
+    secrets_required: bool = False
 
     @property
     def log_level(self) -> int:
@@ -352,6 +372,8 @@ def render_config(
         "refused_networks": list(refused_networks),
         "private_networks": list(private_networks),
         "log": {"file": log_file, "minimum": log_minimum},
+        # the proxy reads its runtime secrets here; routes with auth need them
+        "secrets": {"file": SECRETS_PATH, "required": bool(policy.auth)},
     }
     config = config_from_dict(data)  # validates, and canonicalises what it can
     data["resolver"] = "{}#{}".format(*config.resolver)
@@ -449,14 +471,38 @@ def config_from_dict(data: Any) -> EgressConfig:
             f"format: expected {CONFIG_FORMAT}, got {data.get('format')!r} (a configuration "
             "written by another version of bot-bottle; bring the bottle up again)"
         )
-    return EgressConfig(
+    config = EgressConfig(
         _config_policy(data.get("policy")),
         _config_resolver(data.get("resolver")),
         _config_refused(data.get("refused_networks", [])),
         _config_log_file(data.get("log", {})),
         _config_private(data.get("private_networks", [])),
         _config_log_minimum(data.get("log", {})),
+        *_config_secrets(data.get("secrets", {"file": None, "required": False})),
     )
+    _check_secrets_required(config)
+    return config
+
+
+def _config_secrets(raw: Any) -> tuple[str | None, bool]:
+    if not isinstance(raw, Mapping) or set(raw) != {"file", "required"}:
+        raise ConfigError("secrets: expected {'file': null or an absolute path, 'required': bool}")
+    path, required = raw["file"], raw["required"]
+    if path is not None and (not isinstance(path, str) or not path.startswith("/")):
+        raise ConfigError(f"secrets.file: expected null or an absolute path, got {path!r}")
+    if not isinstance(required, bool):
+        raise ConfigError(f"secrets.required: expected true or false, got {required!r}")
+    return path, required
+
+
+def _check_secrets_required(config: EgressConfig) -> None:
+    """Routes with ``auth`` need the runtime secrets, and only they make them required."""
+    routes = [key for key, _ in config.policy.auth]
+    if config.secrets_required != bool(routes):
+        why = f"routes {routes} have auth" if routes else "no route has auth"
+        raise ConfigError(f"secrets.required: expected {bool(routes)} ({why})")
+    if routes and config.secrets_file is None:
+        raise ConfigError(f"secrets.file: routes {routes} have auth, so a file is needed")
 
 
 def load_config(path: str) -> EgressConfig:
@@ -693,6 +739,116 @@ def check_request(
         f"{method} {shown} matches no entry of the 'matches' of route {key} "
         "(its path, method or headers are not allowed)",
     )
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+class SecretsError(ValueError):
+    """The runtime secrets file is unusable; the message never holds a value."""
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The proxy's runtime secrets (:func:`dumps_secrets`): route credentials by
+    ``token_ref`` and the bottle's known secret values. ``repr`` shows no value."""
+
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
+    known_secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """Every value the log must never show."""
+        return tuple(sorted({*self.credentials.values(), *self.known_secrets} - {""}))
+
+
+def parse_secrets(text: bytes | str) -> Secrets:
+    """The runtime secrets file's content, checked; :class:`SecretsError` says what is
+    wrong without quoting any of it."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise SecretsError("the runtime secrets are not JSON") from None
+    if not isinstance(data, Mapping) or data.get("format") != SECRETS_FORMAT:
+        raise SecretsError(f"the runtime secrets are not format {SECRETS_FORMAT}")
+    credentials, known = data.get("credentials", {}), data.get("known_secrets", [])
+    if not isinstance(credentials, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in credentials.items()
+    ):
+        raise SecretsError("credentials: expected a mapping of variable names to strings")
+    if not isinstance(known, list) or not all(isinstance(v, str) for v in known):
+        raise SecretsError("known_secrets: expected a list of strings")
+    return Secrets(dict(credentials), tuple(known))
+
+
+def load_secrets(path: str) -> Secrets | None:
+    """The runtime secrets file at ``path``, or None while it is not there (not
+    delivered yet). Raises :class:`SecretsError` (naming the file, no value)."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SecretsError(f"{path}: cannot read the runtime secrets: {exc.strerror}") from None
+    try:
+        return parse_secrets(text)
+    except SecretsError as exc:
+        raise SecretsError(f"{path}: {exc}") from None
+
+
+def secrets_stamp(path: str) -> tuple[int, int, int, int] | None:
+    """What tells a changed secrets file (device, inode, size, mtime in ns), or None
+    when there is none: the addon re-reads the file when this changes."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What the proxy puts on a credentialed route's request: the route, the variable
+    the value came from, and the ``Authorization`` value (``repr`` hides it)."""
+
+    route: str
+    token_ref: str
+    header: str = field(repr=False)
+
+
+def credential_for(
+    config: EgressConfig, route: str | None, *, scheme: str, secrets: Secrets | None
+) -> Credential | None:
+    """The credential for a request of ``route`` -- the route key :func:`check_request`
+    returned for the checked identity (CONNECT = SNI = Host), never a header -- or
+    None when the route has no ``auth``.
+
+    Refuses 403 :data:`AUTH_OVER_HTTP` when ``scheme`` is not ``https`` (no credential
+    goes over plain HTTP, not even inside a CONNECT tunnel), and 503
+    :data:`CREDENTIAL_MISSING` when the runtime secrets are not delivered or do not
+    hold the route's ``token_ref`` (fail closed: the request never leaves without it).
+    """
+    auth = config.policy.auth_for(route) if route is not None else None
+    if auth is None or route is None:
+        return None
+    if scheme != "https":
+        raise RefusedError(
+            403,
+            AUTH_OVER_HTTP,
+            f"route {route} injects a credential ({auth.token_ref}), which never goes over "
+            f"plain HTTP; use https://{route.removeprefix('*.')}",
+        )
+    value = None if secrets is None else secrets.credentials.get(auth.token_ref)
+    if not value:
+        state = "not delivered yet" if secrets is None else f"without {auth.token_ref}"
+        raise RefusedError(
+            503,
+            CREDENTIAL_MISSING,
+            f"route {route} needs the credential {auth.token_ref}, and the proxy's runtime "
+            f"secrets are {state}; bring the bottle up again with {auth.token_ref} set",
+        )
+    return Credential(route, auth.token_ref, f"{auth.scheme} {value}")
 
 
 # --------------------------------------------------------------------------- log
@@ -1199,6 +1355,7 @@ LOG_FILE_NAME = "egress.jsonl"
 CONTAINER_SECRETS_DIR = "/run/bot-bottle"
 SECRETS_FILE_NAME = "secrets.json"
 SECRETS_FORMAT = 1
+SECRETS_PATH = f"{CONTAINER_SECRETS_DIR}/{SECRETS_FILE_NAME}"
 
 
 def dumps_secrets(credentials: Mapping[str, str], known_secrets: Sequence[str] = ()) -> bytes:
@@ -1287,18 +1444,19 @@ class _SourceLoader(Protocol):
 
 def proxy_code_files() -> dict[str, str]:
     """The code to mount at :data:`CONTAINER_CODE_ROOT`: relative path -> source of
-    ``_policy.py``, ``_egress.py`` and ``_egress_addon.py``.
+    ``_policy.py``, ``_egress.py``, ``_dlp.py`` and ``_egress_addon.py``.
 
     Read through the modules' loaders, so it works from a checkout and from inside
     Ansible's module payload alike (a module that imports this module ships all
-    three). Write them below a host directory and bind-mount it read-only."""
+    four). Write them below a host directory and bind-mount it read-only."""
     from ansible_collections.botbottle.bottle.plugins.module_utils import (  # noqa: PLC0415
+        _dlp,
         _egress_addon,
         _policy,
     )
 
     files: dict[str, str] = {}
-    for module in (_policy, sys.modules[__name__], _egress_addon):
+    for module in (_policy, sys.modules[__name__], _dlp, _egress_addon):
         spec = module.__spec__
         loader: _SourceLoader | None = getattr(spec, "loader", None)
         source = loader.get_source(module.__name__) if loader is not None else None

@@ -43,7 +43,9 @@ objects are duck-typed here; their shape is mitmproxy 12.3.1's, pinned by the im
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import sys
 import time
 import traceback
@@ -51,15 +53,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ansible_collections.botbottle.bottle.plugins.module_utils import _egress
+from ansible_collections.botbottle.bottle.plugins.module_utils import _dlp, _egress
 from ansible_collections.botbottle.bottle.plugins.module_utils._egress import (
     Authority,
     EgressConfig,
     IPAddress,
     RefusedError,
 )
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import route_for
 
 OPTION = "bb_egress_config"
+#: flow.metadata key: the route whose credential request() puts on the flow
+_CREDENTIAL = "bb_egress_credential"
+#: what the agent may not send on a credentialed route (the proxy's replaces it)
+_AUTH_HEADERS = ("authorization", "proxy-authorization")
+#: flow.metadata key: the route key check_request returned (None: an IP literal)
+_ROUTE = "bb_egress_route"
+#: flow.metadata keys: what the log shows instead of a host or path DLP found data in
+_LOGGED_HOST = "bb_egress_logged_host"
+_LOGGED_PATH = "bb_egress_logged_path"
+#: Rule of a request refused while the runtime secrets DLP needs are on their way.
+SECRETS_PENDING = "secrets-pending"
 _LOG = logging.getLogger("bot-bottle.egress")
 
 Resolver = Callable[[str, tuple[str, int]], Sequence[IPAddress]]
@@ -99,6 +113,13 @@ class EgressAddon:
         #: values redacted from every log line (credentials the proxy holds, the
         #: bottle's known secrets); filled by whoever loads them
         self.secrets: tuple[str, ...] = ()
+        #: the runtime secrets as last read (None: not delivered, or unreadable), and
+        #: the file's stamp then (:func:`._egress.secrets_stamp`)
+        self.runtime_secrets: _egress.Secrets | None = None
+        self._secrets_stamp: tuple[int, int, int, int] | None = None
+        #: DLP settings per route key, for the runtime secrets they were built with
+        self._dlp: dict[str | None, _dlp.DlpSettings] = {}
+        self._dlp_secrets: _egress.Secrets | None = None
         self._resolve = resolve
         self._out = out
 
@@ -158,6 +179,31 @@ class EgressAddon:
                 out.flush()
         except OSError as exc:
             _LOG.error("bot-bottle egress: cannot write the log %s: %s", config.log_file, exc)
+
+    def _load_runtime_secrets(self, config: EgressConfig) -> _egress.Secrets | None:
+        """The runtime secrets, read again whenever the file changes (a proxy restart
+        or a re-delivery); every value read is added to :attr:`secrets` first, so no
+        line can show it. A file that cannot be read counts as not delivered."""
+        path = config.secrets_file
+        if path is None:
+            return None
+        stamp = _egress.secrets_stamp(path)
+        if stamp is None:
+            self.runtime_secrets = None
+        elif stamp != self._secrets_stamp:
+            try:
+                found = _egress.load_secrets(path)
+            except _egress.SecretsError as exc:  # the message holds no value
+                self.runtime_secrets = None
+                self._record("error", hook="secrets", rule=_egress.CREDENTIAL_MISSING,
+                             reason=str(exc))  # fmt: skip
+            else:
+                if found is not None:
+                    self.secrets = tuple(sorted({*self.secrets, *found.values}))
+                    self._record("secrets", credentials=sorted(found.credentials))
+                self.runtime_secrets = found
+        self._secrets_stamp = stamp
+        return self.runtime_secrets
 
     def _refuse(self, state: ClientState, exc: RefusedError, **fields: Any) -> None:
         state.refused = state.refused or exc
@@ -234,6 +280,8 @@ class EgressAddon:
                         _egress.HOST_MISMATCH,
                         f"Host {header} does not match CONNECT {target.netloc}",
                     )
+            # before the name is resolved: the query itself would carry the labels out
+            await self._dlp_host(config, target, flow)
             address = target.ip if target.ip is not None else await self._pin(config, target.host)
             state.tunnel, state.tunnel_address = target, address
             state.approved.clear()
@@ -241,7 +289,8 @@ class EgressAddon:
         except RefusedError as exc:
             if state is not None:
                 # the name asked for, as asked (capped): what the audit shows of a refusal
-                self._refuse(state, exc, hook="http_connect", host=raw[:_LOGGED_AUTHORITY])
+                host = flow.metadata.get(_LOGGED_HOST) or raw[:_LOGGED_AUTHORITY]
+                self._refuse(state, exc, hook="http_connect", host=host)
             self._answer(flow, exc)
         except Exception as exc:
             self._failed(state, "http_connect", exc)
@@ -275,6 +324,23 @@ class EgressAddon:
                 path=request.path,
                 headers=[(_text(n), _text(v)) for n, v in request.headers.fields],
             )
+            # keyed on the checked route alone (CONNECT = SNI = Host); refused over plain
+            # HTTP and while the credential is missing; set in request(), after every check
+            credential = _egress.credential_for(
+                config,
+                route,
+                scheme=request.scheme,
+                secrets=self._load_runtime_secrets(config),
+            )
+            flow.metadata[_ROUTE] = route
+            if state.tunnel is None:  # a tunnel's host was scanned at its CONNECT
+                await self._dlp_host(config, target, flow)
+            extra: dict[str, Any] = {}
+            if credential is not None:
+                for name in _AUTH_HEADERS:
+                    request.headers.pop(name, None)  # every copy the agent sent
+                flow.metadata[_CREDENTIAL] = credential.route
+                extra["credential"] = credential.token_ref
             if state.tunnel is not None and state.tunnel_address is not None:
                 address = state.tunnel_address
             elif target.ip is not None:
@@ -294,6 +360,7 @@ class EgressAddon:
                 path=_egress.log_target(request.path),
                 route=route,
                 http_version=request.http_version,
+                **extra,
             )
         except RefusedError as exc:
             # a refused request does not refuse its connection: the next may be fine
@@ -309,8 +376,9 @@ class EgressAddon:
             self._failed(state, "requestheaders", exc)
             self._kill(flow)
 
-    def request(self, flow: Any) -> None:
-        """The request as it leaves: still going where requestheaders sent it."""
+    async def request(self, flow: Any) -> None:
+        """The request as it leaves: still going where requestheaders sent it, scanned by
+        DLP as the agent sent it (before any credential goes on)."""
         state: ClientState | None = None
         try:
             if flow.response is not None and "bb_egress_refused" in flow.metadata:
@@ -325,6 +393,8 @@ class EgressAddon:
                     _egress.UNAPPROVED_CONNECTION,
                     f"the request to {key[0]}:{key[1]} was not checked",
                 )
+            await self._dlp_request(flow)
+            self._inject(flow)  # keep last: the credential goes on after every check
         except RefusedError as exc:
             self._record(
                 "refused",
@@ -338,13 +408,15 @@ class EgressAddon:
             self._failed(state, "request", exc)
             self._kill(flow)
 
-    def response(self, flow: Any) -> None:
-        """The response line of a forwarded request, at log level 2 (no body)."""
+    async def response(self, flow: Any) -> None:
+        """The response line of a forwarded request, at log level 2 (no body); DLP's
+        inbound detectors flag it."""
         state: ClientState | None = None
         try:
             if "bb_egress_refused" in flow.metadata or flow.response is None:
                 return
             state = self._client(flow.client_conn)
+            await self._dlp_response(flow)
             self._record(
                 "response",
                 **self._request_fields(flow, state),
@@ -354,11 +426,207 @@ class EgressAddon:
             self._failed(state, "response", exc)
             self._kill(flow)
 
+    def _inject(self, flow: Any) -> None:
+        """Put the route's credential on a request requestheaders found credentialed:
+        the route it recorded, checked again against the secrets as they are now."""
+        route = flow.metadata.get(_CREDENTIAL)
+        if route is None:
+            return
+        config = self._config()
+        credential = _egress.credential_for(
+            config,
+            route,
+            scheme=flow.request.scheme,
+            secrets=self._load_runtime_secrets(config),
+        )
+        if credential is None:  # the route lost its auth: never send the request bare
+            raise RefusedError(
+                503, _egress.CREDENTIAL_MISSING, f"route {route} has no credential now"
+            )
+        headers = flow.request.headers
+        for name in _AUTH_HEADERS:
+            headers.pop(name, None)
+        headers["authorization" if flow.request.is_http2 else "Authorization"] = credential.header
+
+    # ------------------------------------------------------------------ DLP
+
+    def _dlp_settings(self, config: EgressConfig, route: str | None) -> _dlp.DlpSettings:
+        """The DLP in force on ``route``: the bottle's ``egress.dlp``, the route's ``dlp``
+        over it, and as known secrets the delivered ``known_secrets`` and every
+        credential. Refuses (503 :data:`SECRETS_PENDING`) while a backend that delivers
+        runtime secrets has not yet, when known_secrets is on."""
+        found = self._load_runtime_secrets(config)
+        if found is not self._dlp_secrets:
+            self._dlp.clear()
+            self._dlp_secrets = found
+        settings = self._dlp.get(route)
+        if settings is None:
+            settings = _dlp.DlpSettings.from_manifest(
+                config.policy.dlp, config.policy.dlp_for(route), dlp_known_secrets(found)
+            )
+            self._dlp[route] = settings
+        if found is None and _dlp.KNOWN_SECRETS in settings.outbound and _secrets_expected(config):
+            raise RefusedError(
+                503,
+                SECRETS_PENDING,
+                "the egress proxy has not received the bottle's secrets yet, so it cannot "
+                "scan requests for them; try again in a moment",
+            )
+        return settings
+
+    def _dlp_hit(
+        self,
+        flow: Any,
+        settings: _dlp.DlpSettings,
+        finding: _dlp.Finding,
+        action: str,
+        **extra: Any,
+    ) -> None:
+        found = finding.as_log()
+        found["decoded"] = found.pop("path")  # the decodings; "path" is the request's
+        self._record(
+            "dlp",
+            action=action,
+            on_match=settings.on_match,
+            route=flow.metadata.get(_ROUTE),
+            **found,
+            **extra,
+        )
+
+    @staticmethod
+    def _dlp_refusal(finding: _dlp.Finding, outcome: _dlp.Outcome) -> RefusedError:
+        why = {
+            _dlp.REASON_SUPERVISE: "outbound_on_match is supervise, and there is no approval "
+            "path yet: the request is blocked",
+            _dlp.REASON_UNDECODABLE: "it cannot be inspected, so it is blocked",
+            _dlp.REASON_UNREDACTABLE: "redacting it was not enough (a match is still there "
+            "after decoding), so it is blocked",
+        }.get(outcome.reason, "it is blocked")
+        return RefusedError(
+            outcome.status or 403,
+            outcome.reason,
+            f"data-loss prevention: {finding.detector} found {finding.preview} in the "
+            f"{finding.surface} (rule {finding.rule}, via {finding.path}); {why}",
+        )
+
+    async def _dlp_host(self, config: EgressConfig, target: Authority, flow: Any) -> None:
+        """The labels of a name below a wildcard zone (an exact route's name has none the
+        agent chose); a hit refuses it (a host name cannot be redacted)."""
+        if target.ip is not None:
+            return
+        route = route_for(config.policy, target.host)
+        if route is None or not route.startswith("*."):
+            return
+        settings = self._dlp_settings(config, route)
+        zones = config.policy.wildcard_zones
+        finding = await asyncio.to_thread(_dlp.scan_host, settings, target.host, zones)
+        if finding is None:
+            return
+        outcome = _dlp.outcome(settings, finding)
+        flow.metadata[_LOGGED_HOST] = f"{_egress.REDACTED}.{route[2:]}:{target.port}"
+        self._dlp_hit(flow, settings, finding, outcome.action, host=flow.metadata[_LOGGED_HOST])
+        raise self._dlp_refusal(finding, outcome)
+
+    async def _dlp_request(self, flow: Any) -> None:
+        """Scan the request's URL, headers and raw body (with its Content-Encoding: the
+        engine decodes it, capped); block it, or forward it redacted."""
+        config = self._config()
+        settings = self._dlp_settings(config, flow.metadata.get(_ROUTE))
+        if not settings.scans_outbound:
+            return
+        request = flow.request
+        headers = tuple(request.headers.fields)
+        body = request.raw_content or b""
+        encoding = _header(headers, b"content-encoding")
+        content_type = _header(headers, b"content-type")
+        finding = await asyncio.to_thread(
+            _dlp.scan_request,
+            settings,
+            request.path,
+            headers,
+            body,
+            content_encoding=encoding,
+            content_type=content_type,
+        )
+        if finding is None:
+            return
+        outcome = _dlp.outcome(settings, finding)
+        if finding.surface == "url":  # the path itself may hold the data, encoded
+            flow.metadata[_LOGGED_PATH] = _egress.REDACTED
+        fields = self._request_fields(flow, None)
+        if outcome.action == "redact":
+            redacted = await asyncio.to_thread(
+                _dlp.redact_request,
+                settings,
+                request.path,
+                headers,
+                body,
+                content_encoding=encoding,
+                content_type=content_type,
+            )
+            if redacted is not None:
+                self._dlp_hit(flow, settings, finding, "redact", **fields)
+                _apply_redaction(request, redacted, body)
+                return
+            outcome = _dlp.Outcome("block", 403, _dlp.REASON_UNREDACTABLE)
+        self._dlp_hit(flow, settings, finding, outcome.action, **fields)
+        raise self._dlp_refusal(finding, outcome)
+
+    async def _dlp_response(self, flow: Any) -> None:
+        """Inbound: flag a response that reads like a prompt injection (never block)."""
+        if _ROUTE not in flow.metadata:
+            return
+        config = self._config()
+        settings = self._dlp_settings(config, flow.metadata[_ROUTE])
+        if _dlp.NAIVE_INJECTION not in settings.inbound:
+            return
+        response = flow.response
+        fields = tuple(response.headers.fields)
+        finding = await asyncio.to_thread(
+            _dlp.scan_response,
+            settings,
+            response.raw_content or b"",
+            _header(fields, b"content-encoding"),
+            _header(fields, b"content-type"),
+        )
+        if finding is not None:
+            response.headers[_dlp.INJECTION_HEADER] = finding.rule
+            self._dlp_hit(flow, settings, finding, "flag", **self._request_fields(flow, None))
+
+    async def _dlp_message(self, flow: Any) -> None:
+        """One WebSocket message from the agent: dropped (and the WebSocket closed) or
+        redacted on a hit. Messages from the server are not scanned."""
+        message = flow.websocket.messages[-1]
+        if not message.from_client:
+            return
+        config = self._config()
+        settings = self._dlp_settings(config, flow.metadata.get(_ROUTE))
+        if not settings.scans_outbound:
+            return
+        finding = await asyncio.to_thread(_dlp.scan_message, settings, message.content)
+        if finding is None:
+            return
+        outcome = _dlp.outcome(settings, finding)
+        fields = {"host": flow.metadata.get("bb_egress_target")}
+        if outcome.action == "redact":
+            redacted = await asyncio.to_thread(_dlp.redact_message, settings, message.content)
+            if redacted is not None:
+                self._dlp_hit(flow, settings, finding, "redact", **fields)
+                message.content = redacted
+                return
+            outcome = _dlp.Outcome("block", 403, _dlp.REASON_UNREDACTABLE)
+        self._dlp_hit(flow, settings, finding, outcome.action, **fields)
+        message.drop()  # never reaches the server; the agent is told
+        from mitmproxy import ctx  # noqa: PLC0415
+
+        notice = f"bot-bottle egress proxy: message refused ({outcome.reason})"
+        ctx.master.commands.call("inject.websocket", flow, True, notice.encode(), True)
+
     @staticmethod
     def _request_fields(flow: Any, state: ClientState | None) -> dict[str, Any]:
         """Host, method and path (query redacted) of a request, for the log."""
         request = flow.request
-        host = flow.metadata.get("bb_egress_target")
+        host = flow.metadata.get(_LOGGED_HOST) or flow.metadata.get("bb_egress_target")
         if host is None and state is not None and state.tunnel is not None:
             host = state.tunnel.netloc
         if host is None:
@@ -366,7 +634,7 @@ class EgressAddon:
         return {
             "host": host,
             "method": request.method,
-            "path": _egress.log_target(request.path),
+            "path": flow.metadata.get(_LOGGED_PATH) or _egress.log_target(request.path),
         }
 
     # ------------------------------------------------------------------ TLS
@@ -499,8 +767,21 @@ class EgressAddon:
     def websocket_start(self, flow: Any) -> None:
         self._websocket(flow, "websocket_start")
 
-    def websocket_message(self, flow: Any) -> None:
+    async def websocket_message(self, flow: Any) -> None:
         self._websocket(flow, "websocket_message")
+        state: ClientState | None = None
+        try:
+            state = self._client(flow.client_conn)
+            if state.refused is None:
+                await self._dlp_message(flow)
+        except Exception as exc:  # a refusal (secrets pending) too: the message is not sent
+            if isinstance(exc, RefusedError) and state is not None:
+                self._refuse(state, exc, hook="websocket_message")
+            else:
+                self._failed(state, "websocket_message", exc)
+            with contextlib.suppress(Exception):  # killed below in any case
+                flow.websocket.messages[-1].drop()
+            self._kill(flow)
 
     def websocket_end(self, flow: Any) -> None:
         self._websocket(flow, "websocket_end")
@@ -509,6 +790,48 @@ class EgressAddon:
 
     def client_disconnected(self, client: Any) -> None:
         self.clients.pop(client.id, None)
+
+
+def dlp_known_secrets(found: _egress.Secrets | None) -> dict[str, str]:
+    """What DLP's ``known_secrets`` looks for, by the name its log shows: every route
+    credential (by its ``token_ref``) and the bottle's own secret values (numbered:
+    the file does not name them)."""
+    if found is None:
+        return {}
+    named = dict(sorted(found.credentials.items()))
+    for number, value in enumerate(found.known_secrets, 1):
+        named[f"bottle-secret-{number}"] = value
+    return named
+
+
+def _header(fields: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The values of header ``name`` joined by commas (as HTTP folds them), or None."""
+    values = [_text(v) for n, v in fields if n.lower() == name]
+    return ", ".join(values) if values else None
+
+
+def _secrets_expected(config: EgressConfig) -> bool:
+    """Will runtime secrets be delivered to this proxy? Yes when routes need them
+    (auth), or when the backend gave it the secrets tmpfs (the directory of the file
+    exists: the Docker backend delivers them right after the proxy starts). A proxy
+    started without that directory gets none and scans without known secrets."""
+    path = config.secrets_file
+    if path is None:
+        return False
+    return config.secrets_required or os.path.isdir(os.path.dirname(path))
+
+
+def _apply_redaction(request: Any, redacted: _dlp.RedactedRequest, body: bytes) -> None:
+    """Put a redacted request in place of the one the agent sent: path, headers, and
+    the body (decoded, when it changed, with its length set again)."""
+    from mitmproxy import http  # noqa: PLC0415
+
+    request.path = redacted.url
+    request.headers = http.Headers(list(redacted.headers))
+    if redacted.body != body:
+        request.headers.pop("transfer-encoding", None)
+        request.raw_content = redacted.body
+        request.headers["content-length"] = str(len(redacted.body))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

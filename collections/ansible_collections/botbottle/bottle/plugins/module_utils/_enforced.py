@@ -35,6 +35,7 @@ KEYS: tuple[str, ...] = (
     "egress.routes[].cidr",
     "egress.routes[].wide",
     "egress.log",
+    "egress.dlp",
     "egress.routes[].auth",
     "egress.routes[].matches",
     "egress.routes[].dlp",
@@ -75,22 +76,33 @@ _BOTH = frozenset(
 #: Per backend, the keys it enforces. ``egress.log`` means levels 1 and 2 (0 is off,
 #: which every backend honours). The docker backend's egress proxy matches routes'
 #: ``matches`` and writes the ``egress.log`` levels (``_egress.check_request``,
-#: ``_egress.log_line``); smolmachines has no proxy. No backend acts on routes'
-#: ``auth`` and ``dlp`` yet.
+#: ``_egress.log_line``) and runs data-loss prevention with the bottle's ``egress.dlp``
+#: and routes' ``dlp`` (``_dlp``, from ``_egress_addon``), and injects routes' ``auth``
+#: (``_egress.credential_for``; the role passes the values by ``token_ref`` from the
+#: controller's environment, ``bottle_credentials``); smolmachines has no proxy.
 ENFORCED: Mapping[str, frozenset[str]] = {
     # the smolmachine module: image, command, cpus, memory, storage, workdir, mounts,
     # ports (host and guest only), labels, env and the compiled allow lists
     SMOLMACHINES: _BOTH | {"runtime.storage_gib", "runtime.ports"},
     # the docker_bottle module: image, command, workdir, user, cpus, memory_mib,
     # capabilities, mounts, labels, env, the compiled resolver and firewall rules, and
-    # the egress proxy's configuration (the compiled policy: routes' matches, log level)
+    # the egress proxy's configuration (the compiled policy: routes' matches, log level,
+    # the bottle's and routes' dlp, routes' auth) and its runtime credentials
     DOCKER: _BOTH
-    | {"runtime.user", "runtime.capabilities", "egress.routes[].matches", "egress.log"},
+    | {
+        "runtime.user",
+        "runtime.capabilities",
+        "egress.routes[].matches",
+        "egress.log",
+        "egress.dlp",
+        "egress.routes[].dlp",
+        "egress.routes[].auth",
+    },
 }
 
 PROXY_FIX = (
     "remove the key, or use a backend that enforces it; the docker backend's egress proxy "
-    "enforces matches and log levels 1 and 2, and will enforce auth and dlp (issue 14)"
+    "enforces matches, auth, dlp and log levels 1 and 2"
 )
 RUNTIME_FIX = (
     "remove the key, or use a backend that applies it (README: 'Which backend enforces what')"
@@ -109,6 +121,10 @@ CONSEQUENCE: Mapping[str, tuple[str, str]] = {
     ),
     "egress.routes[].dlp": (
         "no request or response to this host is scanned",
+        PROXY_FIX,
+    ),
+    "egress.dlp": (
+        "no request or response is scanned for the bottle's secrets or token formats",
         PROXY_FIX,
     ),
     "git-gate": (

@@ -342,6 +342,42 @@ def compile_matches(raw: Any, where: str = "matches") -> tuple[RequestMatch, ...
     return tuple(unique[k] for k in sorted(unique))
 
 
+AUTH_SCHEMES = ("Bearer", "token")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class RouteAuth:
+    """A route's credential: the egress proxy sends ``Authorization: <scheme> <value>``
+    on every request of the route, the value being what the controller's environment
+    variable ``token_ref`` held at bring-up (delivered to the proxy alone at run time;
+    the policy holds only the variable's name)."""
+
+    scheme: str
+    token_ref: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"scheme": self.scheme, "token_ref": self.token_ref}
+
+
+def compile_auth(raw: Any, where: str = "auth") -> RouteAuth:
+    """A route's ``auth`` (``{scheme: Bearer|token, token_ref: NAME}``), checked.
+    Raises :class:`PolicyError` whose ``path`` names the offending key."""
+    _mapping(raw, where, ("scheme", "token_ref"), ("scheme", "token_ref"))
+    scheme, ref = raw["scheme"], raw["token_ref"]
+    if scheme not in AUTH_SCHEMES:
+        raise PolicyError(
+            where + ".scheme", f"expected one of {list(AUTH_SCHEMES)}, got {scheme!r}"
+        )
+    if not isinstance(ref, str) or not _ENV_NAME_RE.fullmatch(ref):
+        raise PolicyError(
+            where + ".token_ref",
+            f"{ref!r} is not an environment variable name (letters, digits and '_', "
+            "not starting with a digit)",
+        )
+    return RouteAuth(scheme, ref)
+
+
 def request_path(target: str) -> str:
     """The path a route's path predicates see: the request target up to ``?`` (the
     query is never matched), with percent-encoded unreserved characters decoded
@@ -385,6 +421,67 @@ def request_path(target: str) -> str:
     return canonical
 
 
+# --------------------------------------------------------------------------- DLP
+
+#: The keys of a ``dlp`` mapping (the bottle's ``egress.dlp`` or a route's ``dlp``),
+#: and what each may hold; the egress proxy's :mod:`._dlp` builds its settings from them.
+DLP_OUTBOUND_DETECTORS = ("entropy", "known_secrets", "token_patterns")
+DLP_INBOUND_DETECTORS = ("naive_injection_detection",)
+DLP_ACTIONS = ("block", "redact", "supervise")
+
+
+def _dlp_detectors(raw: Any, where: str, allowed: Sequence[str]) -> list[str] | bool:
+    if raw is False:
+        return False
+    if isinstance(raw, list) and all(isinstance(d, str) for d in raw) and len(set(raw)) == len(raw):
+        unknown = sorted(set(raw) - set(allowed))
+        if unknown:
+            raise PolicyError(
+                where,
+                f"unknown detector(s) {', '.join(unknown)}; the detectors are "
+                f"{', '.join(allowed)}, or false for none",
+            )
+        return sorted(raw)
+    raise PolicyError(
+        where, f"expected a list of distinct detectors ({', '.join(allowed)}) or false"
+    )
+
+
+def compile_dlp(raw: Any, where: str = "dlp") -> dict[str, Any]:
+    """A ``dlp`` mapping, checked and in canonical form (detector lists sorted; keys
+    left out stay out: a route's ``dlp`` overrides the bottle's key by key). Raises
+    :class:`PolicyError` naming the key."""
+    if not isinstance(raw, Mapping):
+        raise PolicyError(
+            where, "expected a mapping of outbound_detectors, inbound_detectors, outbound_on_match"
+        )
+    unknown = sorted(set(raw) - {"outbound_detectors", "inbound_detectors", "outbound_on_match"})
+    if unknown:
+        raise PolicyError(
+            f"{where}.{unknown[0]}",
+            "unknown key; a dlp mapping has outbound_detectors, inbound_detectors and "
+            "outbound_on_match",
+        )
+    found: dict[str, Any] = {}
+    if "outbound_detectors" in raw:
+        found["outbound_detectors"] = _dlp_detectors(
+            raw["outbound_detectors"], where + ".outbound_detectors", DLP_OUTBOUND_DETECTORS
+        )
+    if "inbound_detectors" in raw:
+        found["inbound_detectors"] = _dlp_detectors(
+            raw["inbound_detectors"], where + ".inbound_detectors", DLP_INBOUND_DETECTORS
+        )
+    if "outbound_on_match" in raw:
+        action = raw["outbound_on_match"]
+        if action not in DLP_ACTIONS:
+            raise PolicyError(
+                where + ".outbound_on_match",
+                f"expected one of {', '.join(DLP_ACTIONS)}, got {action!r}",
+            )
+        found["outbound_on_match"] = action
+    return found
+
+
 # --------------------------------------------------------------------------- policy
 
 
@@ -403,6 +500,12 @@ class EgressPolicy:
     log: int = 0
     digest: str = field(default="", compare=False)
     http: tuple[tuple[str, tuple[RequestMatch, ...]], ...] = ()
+    #: per route key, the credential the proxy injects (variable names, never values)
+    auth: tuple[tuple[str, RouteAuth], ...] = ()
+    #: the bottle's ``egress.dlp`` (:func:`compile_dlp`), None when it sets none
+    dlp: Mapping[str, Any] | None = field(default=None, compare=False)
+    #: per route key, the route's ``dlp`` overrides
+    dlp_routes: tuple[tuple[str, Mapping[str, Any]], ...] = field(default=(), compare=False)
 
     def matches_for(self, key: str | None) -> tuple[RequestMatch, ...] | None:
         """The matchers of route ``key``, or None when its requests are not restricted."""
@@ -414,6 +517,32 @@ class EgressPolicy:
     def http_dict(self) -> dict[str, list[dict[str, Any]]]:
         return {key: [m.to_dict() for m in matchers] for key, matchers in self.http}
 
+    def auth_for(self, key: str | None) -> RouteAuth | None:
+        """The credential of route ``key``, or None when the proxy injects none there."""
+        for found, auth in self.auth:
+            if found == key:
+                return auth
+        return None
+
+    def auth_dict(self) -> dict[str, dict[str, str]]:
+        return {key: auth.to_dict() for key, auth in self.auth}
+
+    def dlp_for(self, key: str | None) -> Mapping[str, Any] | None:
+        """The ``dlp`` overrides of route ``key``, or None."""
+        for found, settings in self.dlp_routes:
+            if found == key:
+                return settings
+        return None
+
+    def dlp_dict(self) -> dict[str, Any]:
+        """``{"bottle": ..., "routes": {key: ...}}``, the keys present only when set."""
+        out: dict[str, Any] = {}
+        if self.dlp is not None:
+            out["bottle"] = dict(self.dlp)
+        if self.dlp_routes:
+            out["routes"] = {key: dict(settings) for key, settings in self.dlp_routes}
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """The policy as plain data (the ``policy`` object of ``bottle plan --format json``)."""
         return {
@@ -423,6 +552,8 @@ class EgressPolicy:
             "cidrs": list(self.cidrs),
             "log": self.log,
             "http": self.http_dict(),
+            "auth": self.auth_dict(),
+            "dlp": self.dlp_dict(),
             "hash": self.digest,
         }
 
@@ -433,6 +564,9 @@ def _digest(
     cidrs: Sequence[str],
     log: int,
     http: Mapping[str, Any] | None = None,
+    *,
+    dlp: Mapping[str, Any] | None = None,
+    auth: Mapping[str, Any] | None = None,
 ) -> str:
     body: dict[str, Any] = {
         "format": POLICY_FORMAT,
@@ -443,6 +577,10 @@ def _digest(
     }
     if http:  # absent when empty: policies without matches keep their hash
         body["http"] = http
+    if dlp:  # the same for dlp
+        body["dlp"] = dlp
+    if auth:  # and for credentials
+        body["auth"] = auth
     payload = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -452,14 +590,14 @@ def _cidr_sort_key(text: str) -> tuple[int, int, int]:
     return (net.version, int(net.network_address), net.prefixlen)
 
 
-def _route_key(key: Any, exact: Sequence[str], zones: Sequence[str]) -> str:
-    """A route key of ``http`` as the routes spell it, or ``ValueError``."""
+def _route_key(key: Any, exact: Sequence[str], zones: Sequence[str], section: str = "http") -> str:
+    """A route key of ``http`` (or ``auth``) as the routes spell it, or ``ValueError``."""
     if not isinstance(key, str):
-        raise ValueError(f"http: route key {key!r} is not a string")
+        raise ValueError(f"{section}: route key {key!r} is not a string")
     wildcard = key.startswith("*.")
     name = normalize_name(key[2:] if wildcard else key)
     if name not in (zones if wildcard else exact):
-        raise ValueError(f"http: {key!r} is not a route of this policy")
+        raise ValueError(f"{section}: {key!r} is not a route of this policy")
     return ("*." if wildcard else "") + name
 
 
@@ -469,12 +607,19 @@ def build_policy(
     cidrs: Sequence[str] = (),
     log: int = 0,
     http: Mapping[str, Any] | None = None,
+    *,
+    dlp: Mapping[str, Any] | None = None,
+    auth: Mapping[str, Any] | None = None,
 ) -> EgressPolicy:
     """Make a normalised policy (sorted, de-duplicated, hashed) from its parts.
 
     ``http`` maps a route key (an exact host, or ``*.zone``) to its ``matches`` list as
-    a manifest writes it (:func:`compile_matches`). Raises ``ValueError`` for a bad
-    name, CIDR, route key or matcher (a :class:`PolicyError` for the last).
+    a manifest writes it (:func:`compile_matches`). ``dlp`` is
+    :meth:`EgressPolicy.dlp_dict`'s form: ``bottle`` (the bottle's ``egress.dlp``) and
+    ``routes`` (route key -> the route's ``dlp``), each as :func:`compile_dlp` takes
+    it. Raises ``ValueError`` for a bad name, CIDR, route key, matcher or ``dlp`` (a
+    :class:`PolicyError` for the last two). ``auth`` maps a route key to its ``auth``
+    (:func:`compile_auth`; a :class:`PolicyError` when bad).
     """
     exact = sorted({normalize_name(h) for h in exact_hosts})
     zones = sorted({normalize_name(z) for z in wildcard_zones})
@@ -491,14 +636,63 @@ def build_policy(
         rules[canonical] = compile_matches(raw, f"http[{canonical!r}]")
     compiled = tuple(sorted(rules.items()))
     plain = {key: [m.to_dict() for m in matchers] for key, matchers in compiled}
+    bottle_dlp, route_dlp = _build_dlp(dlp, exact, zones)
+    injected = _build_auth(auth, exact, zones)
+    plain_dlp: dict[str, Any] = {}
+    if bottle_dlp is not None:
+        plain_dlp["bottle"] = bottle_dlp
+    if route_dlp:
+        plain_dlp["routes"] = dict(route_dlp)
     return EgressPolicy(
         exact_hosts=tuple(exact),
         wildcard_zones=tuple(zones),
         cidrs=tuple(nets),
         log=log,
-        digest=_digest(exact, zones, nets, log, plain),
+        digest=_digest(exact, zones, nets, log, plain, dlp=plain_dlp, auth=_auth_plain(injected)),
         http=compiled,
+        auth=injected,
+        dlp=bottle_dlp,
+        dlp_routes=route_dlp,
     )
+
+
+def _build_auth(
+    raw: Mapping[str, Any] | None, exact: Sequence[str], zones: Sequence[str]
+) -> tuple[tuple[str, RouteAuth], ...]:
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ValueError("auth: expected a mapping of route keys to credentials")
+    found: dict[str, RouteAuth] = {}
+    for key, settings in (raw or {}).items():
+        canonical = _route_key(key, exact, zones, "auth")
+        if canonical in found:
+            raise ValueError(f"auth: route key {key!r} appears twice")
+        found[canonical] = compile_auth(settings, f"auth[{canonical!r}]")
+    return tuple(sorted(found.items()))
+
+
+def _auth_plain(injected: Sequence[tuple[str, RouteAuth]]) -> dict[str, dict[str, str]]:
+    return {key: auth.to_dict() for key, auth in injected}
+
+
+def _build_dlp(
+    raw: Mapping[str, Any] | None, exact: Sequence[str], zones: Sequence[str]
+) -> tuple[dict[str, Any] | None, tuple[tuple[str, dict[str, Any]], ...]]:
+    if not raw:
+        return None, ()
+    if not isinstance(raw, Mapping) or set(raw) - {"bottle", "routes"}:
+        raise ValueError("dlp: expected a mapping with 'bottle' and 'routes'")
+    bottle = raw.get("bottle")
+    bottle_dlp = None if bottle is None else compile_dlp(bottle, "dlp.bottle")
+    routes = raw.get("routes") or {}
+    if not isinstance(routes, Mapping):
+        raise ValueError("dlp.routes: expected a mapping of route keys to dlp")
+    found: dict[str, dict[str, Any]] = {}
+    for key, settings in routes.items():
+        canonical = _route_key(key, exact, zones)
+        if canonical in found:
+            raise ValueError(f"dlp.routes: route key {key!r} appears twice")
+        found[canonical] = compile_dlp(settings, f"dlp.routes[{canonical!r}]")
+    return bottle_dlp, tuple(sorted(found.items()))
 
 
 def compile_policy(manifest: Mapping[str, Any]) -> EgressPolicy:
@@ -518,6 +712,8 @@ def compile_policy(manifest: Mapping[str, Any]) -> EgressPolicy:
     cidrs: list[str] = []
     restricted: dict[str, list[Any]] = {}
     unrestricted: set[str] = set()
+    dlp_routes: dict[str, tuple[int, dict[str, Any]]] = {}
+    credentials: dict[str, tuple[RouteAuth, int]] = {}
     for index, route in enumerate(routes):
         path = f"$.egress.routes[{index}]"
         if not isinstance(route, Mapping):
@@ -526,11 +722,14 @@ def compile_policy(manifest: Mapping[str, Any]) -> EgressPolicy:
         if has_host == has_cidr:
             raise PolicyError(path, "a route needs exactly one of 'host' or 'cidr'")
         if has_cidr:
+            _route_auth(route, index, None, path, credentials)
             cidrs.append(_route_cidr(route, path))
             continue
         if "wide" in route:
             raise PolicyError(path + ".wide", "'wide' applies to 'cidr' routes only; remove it")
         key = _route_host(route["host"], path, exact, zones)
+        _route_auth(route, index, key, path, credentials)
+        _route_dlp(route, index, key, path, dlp_routes)
         if route.get("matches") is None:
             unrestricted.add(key)
         else:
@@ -546,7 +745,83 @@ def compile_policy(manifest: Mapping[str, Any]) -> EgressPolicy:
     # routes of one key are one route: any of their entries admits a request, and a
     # route of that key without 'matches' admits every request
     http = {key: found for key, found in restricted.items() if key not in unrestricted}
-    return build_policy(exact, zones, cidrs, log, http)
+    dlp = _policy_dlp(egress.get("dlp"), dlp_routes)
+    # a credential on one of them is the route's: the proxy injects it on every
+    # request to that key (routes of one key with two credentials are refused)
+    return build_policy(
+        exact, zones, cidrs, log, http, dlp=dlp,
+        auth={key: found.to_dict() for key, (found, _) in credentials.items()},
+    )  # fmt: skip
+
+
+def _policy_dlp(
+    bottle: Any, dlp_routes: Mapping[str, tuple[int, dict[str, Any]]]
+) -> dict[str, Any]:
+    """The policy's ``dlp``: the bottle's ``egress.dlp`` and the routes' overrides."""
+    dlp: dict[str, Any] = {}
+    if bottle is not None:
+        dlp["bottle"] = compile_dlp(bottle, "$.egress.dlp")
+    if dlp_routes:
+        dlp["routes"] = {key: settings for key, (_, settings) in dlp_routes.items()}
+    return dlp
+
+
+def _route_dlp(
+    route: Mapping[str, Any],
+    index: int,
+    key: str,
+    path: str,
+    dlp_routes: dict[str, tuple[int, dict[str, Any]]],
+) -> None:
+    """Check a route's ``dlp`` (if it has one) and add it to ``dlp_routes`` under its
+    route key, with the index of the route that set it first."""
+    if route.get("dlp") is None:
+        return
+    where = f"route {index} (host {route['host']})"
+    try:
+        settings = compile_dlp(route["dlp"], path + ".dlp")
+    except PolicyError as exc:
+        raise PolicyError(exc.path, f"{where}: {exc.message}") from None
+    if key in dlp_routes and dlp_routes[key][1] != settings:
+        raise PolicyError(
+            path + ".dlp",
+            f"{where}: route {dlp_routes[key][0]} has the same host and another 'dlp'; "
+            "routes with the same host are one route: give them one 'dlp'",
+        )
+    dlp_routes.setdefault(key, (index, settings))
+
+
+def _route_auth(
+    route: Mapping[str, Any],
+    index: int,
+    key: str | None,
+    path: str,
+    credentials: dict[str, tuple[RouteAuth, int]],
+) -> None:
+    """Check a route's ``auth`` (if it has one) and add it to ``credentials`` under its
+    route key; ``key`` is None for a ``cidr`` route, which may not have one."""
+    if route.get("auth") is None:
+        return
+    if key is None:
+        raise PolicyError(
+            path + ".auth",
+            f"route {index} (cidr {route.get('cidr')}): a credential is injected on a host "
+            "route only (the proxy ties it to the checked host name); a cidr route carries "
+            "no 'auth'",
+        )
+    where = f"route {index} (host {route['host']})"
+    try:
+        found = compile_auth(route["auth"], path + ".auth")
+    except PolicyError as exc:
+        raise PolicyError(exc.path, f"{where}: {exc.message}") from None
+    earlier = credentials.get(key)
+    if earlier is not None and earlier[0] != found:
+        raise PolicyError(
+            path + ".auth",
+            f"{where}: route {earlier[1]} has the same host ({key}) with another credential "
+            f"({earlier[0].scheme} from {earlier[0].token_ref}); a host has one credential",
+        )
+    credentials.setdefault(key, (found, index))
 
 
 def _route_host(host: Any, path: str, exact: list[str], zones: list[str]) -> str:
@@ -595,6 +870,8 @@ def policy_from_dict(data: Mapping[str, Any]) -> EgressPolicy:
         data.get("cidrs", ()),
         int(data.get("log", 0)),
         data.get("http") or None,
+        dlp=data.get("dlp") or None,
+        auth=data.get("auth") or None,
     )
 
 
