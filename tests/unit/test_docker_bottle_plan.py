@@ -23,7 +23,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle im
     want,
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._egress import PROXY_ENV_NAMES
-from botbottle.policy import build_policy
+from botbottle.policy import build_policy, compile_policy
 
 POLICY = build_policy(["api.example.com"], ["cdn.example"])
 CA = "ab:cd"  # the bottle CA's fingerprint
@@ -565,3 +565,18 @@ def test_the_proxys_runtime_secrets_are_handed_over_again_when_they_differ() -> 
     assert "tok-" not in repr(todo) and "tok-" not in repr(converged(old))
     assert plan(replace(converged(new), proxy_secrets=""), new).actions == ("deliver_secrets",)
     assert plan(converged(new), new).actions == ()
+
+
+def test_a_route_credential_that_was_not_passed_fails_the_plan() -> None:
+    policy = compile_policy(
+        {
+            "egress": {
+                "routes": [
+                    {"host": "git.example", "auth": {"scheme": "token", "token_ref": "FORGE"}}
+                ]
+            }
+        }
+    )
+    assert wanted(policy=policy, credentials={"FORGE": "tok-abcdefgh"}).proxy_secrets
+    with pytest.raises(PlanError, match="credentials of routes with auth are missing: FORGE"):
+        wanted(policy=policy)

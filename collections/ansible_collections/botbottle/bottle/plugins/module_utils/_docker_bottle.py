@@ -504,6 +504,12 @@ def want(
             "dir": directory,
         }
     )
+    missing = sorted({auth.token_ref for _, auth in policy.auth} - set(credentials or {}))
+    if missing:
+        raise PlanError(
+            f"the credentials of routes with auth are missing: {', '.join(missing)}; pass them "
+            "in credentials (the role reads them from the controller's environment)"
+        )
     manifest_env = {str(k): str(v) for k, v in (env or {}).items()}
     reserved = sorted(set(manifest_env) & set(PROXY_ENV_NAMES))
     if reserved:
