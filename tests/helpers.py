@@ -42,6 +42,28 @@ def ansible(tool: str, *args: str, **extra_env: str) -> subprocess.CompletedProc
     )
 
 
+#: ``ansible``/``ansible-playbook`` options that run on this machine, with its system Python.
+ON_LOCALHOST = (
+    "-i", "localhost,", "-c", "local", "-e", "ansible_python_interpreter=/usr/bin/python3",
+)  # fmt: skip
+
+
+def run_module(
+    args: dict[str, Any], *, check: bool = False, module: str = "docker_bottle"
+) -> dict[str, Any]:
+    """One call of ``botbottle.bottle.<module>`` through ``ansible`` (ad hoc on this
+    machine, JSON callback; ``check``: with ``--check --diff``); returns its result."""
+    mode = ["--check", "--diff"] if check else []
+    proc = ansible(
+        "ansible", "localhost", *ON_LOCALHOST, "-m", f"botbottle.bottle.{module}",
+        "-a", json.dumps(args), *mode,
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json",
+    )  # fmt: skip
+    data = json.loads(proc.stdout)
+    result: dict[str, Any] = data["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return result
+
+
 def bottle(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
     """Run this virtualenv's ``bottle`` command as a user would: no stdin, no BOTTLE_DEBUG,
     ``extra_env`` added to the environment (the host variables bottles copy into their env)."""

@@ -37,7 +37,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._runtime import (
     forbidden_in_mask,
 )
 from tests.fake_upstream import serve
-from tests.helpers import ansible
+from tests.helpers import ON_LOCALHOST, ansible
 
 pytestmark = pytest.mark.integration
 
@@ -283,17 +283,7 @@ def _build(tmp_path: Path, cache: Path, *extra: str) -> tuple[int, str]:
     """Run the role's build; (changed count, the probe path it chose)."""
     play = tmp_path / "build.yml"
     play.write_text(_BUILD_PLAY.format(cache=cache))
-    proc = ansible(
-        "ansible-playbook",
-        "-i",
-        "localhost,",
-        "-c",
-        "local",
-        "-e",
-        "ansible_python_interpreter=/usr/bin/python3",
-        *extra,
-        str(play),
-    )
+    proc = ansible("ansible-playbook", *ON_LOCALHOST, *extra, str(play))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     changed = re.search(r"localhost\s+: ok=\d+\s+changed=(\d+)", proc.stdout)
     chosen = re.search(r"probe=(\S+?)\"?$", proc.stdout, re.MULTILINE)

@@ -23,7 +23,14 @@ import pytest
 from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle import SEAL
 from ansible_collections.botbottle.bottle.plugins.module_utils._egress import PROXY_ENV_NAMES
 from botbottle.policy import build_policy
-from tests.helpers import ROOT, egress_network, require_docker, require_images, with_net_admin
+from tests.helpers import (
+    ROOT,
+    egress_network,
+    require_docker,
+    require_images,
+    run_module,
+    with_net_admin,
+)
 from tests.helpers import docker as _docker
 
 pytestmark = pytest.mark.integration
@@ -38,39 +45,6 @@ SECRET = "bb-module-secret-8e1f"
 
 require_docker()
 require_images(IMAGE, PROXY_IMAGE)
-
-
-def run_module(
-    args: dict[str, Any], *, check: bool = False, module: str = "docker_bottle"
-) -> dict[str, Any]:
-    """One module call through `ansible` (ad hoc, JSON callback); returns its result."""
-    argv = [
-        str(ROOT / ".venv" / "bin" / "ansible"),
-        "localhost",
-        "-i",
-        "localhost,",
-        "-c",
-        "local",
-        "-e",
-        "ansible_python_interpreter=/usr/bin/python3",
-        "-m",
-        f"botbottle.bottle.{module}",
-        "-a",
-        json.dumps(args),
-    ]
-    if check:
-        argv += ["--check", "--diff"]
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_NOCOLOR="1",
-    )
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=300)
-    data = json.loads(proc.stdout)
-    result: dict[str, Any] = data["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    return result
 
 
 @pytest.fixture(scope="module")
