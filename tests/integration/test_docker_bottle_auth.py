@@ -31,7 +31,15 @@ from typing import Any
 import pytest
 
 from ansible_collections.botbottle.bottle.plugins.module_utils import _egress
-from tests.helpers import ROOT, bottle, docker_host, require_docker, write_inventory
+from tests.egress_lab import DNSMASQ, Stand, certificates, egress_client, ip_on
+from tests.helpers import (
+    ROOT,
+    bottle,
+    docker_host,
+    require_docker,
+    require_images,
+    write_inventory,
+)
 from tests.helpers import docker as _docker
 
 pytestmark = pytest.mark.integration
@@ -58,37 +66,7 @@ NAMES = ("cred.auth.test", "bearer.auth.test", "open.auth.test")
 AGENT_CA = _egress.AGENT_CA_FILE
 
 
-def _run(*argv: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=120)
-    if done.returncode != 0:
-        raise AssertionError(f"{argv}: {done.stdout}\n{done.stderr}")
-    return done
-
-
-def _openssl(work: Path) -> None:
-    """A test CA (the proxy trusts it for the origin) and the origin's certificate."""
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-noenc"]
-    _run(
-        "openssl", "req", "-x509", *ec, "-days", "2", "-subj", "/CN=bbauth test origin CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
-        "-keyout", str(work / "test-ca.key"), "-out", str(work / "test-ca.pem"),
-    )  # fmt: skip
-    _run(
-        "openssl", "req", *ec, "-subj", "/CN=origin",
-        "-keyout", str(work / "origin.key"), "-out", str(work / "origin.csr"),
-    )  # fmt: skip
-    sans = ",".join(f"DNS:{n}" for n in NAMES)
-    (work / "ext.cnf").write_text(
-        f"subjectAltName={sans}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-    )
-    _run(
-        "openssl", "x509", "-req", "-in", str(work / "origin.csr"),
-        "-CA", str(work / "test-ca.pem"), "-CAkey", str(work / "test-ca.key"),
-        "-CAcreateserial", "-days", "2", "-extfile", str(work / "ext.cnf"),
-        "-out", str(work / "origin.pem"),
-    )  # fmt: skip
-    for name in ("origin.key", "origin.pem", "test-ca.pem"):
-        (work / name).chmod(0o644)
+STAND = Stand("bbauth", NET, SUBNET, RESOLVER, LABEL)
 
 
 @dataclass(frozen=True)
@@ -140,9 +118,7 @@ def _host(manifest: str, state: Path, work: Path) -> dict[str, Any]:
 
 
 def _cleanup() -> None:
-    for name in ("resolver", "origin"):
-        _docker("rm", "-f", f"bbauth-{name}")
-    _docker("network", "rm", NET)
+    STAND.remove(("resolver", "origin"))
 
 
 def _bottle_containers(name: str) -> list[str]:
@@ -152,9 +128,7 @@ def _bottle_containers(name: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    for image in (NETUTILS, PROXY_IMAGE):
-        if _docker("image", "inspect", image).returncode != 0:
-            pytest.fail(f"{image} is missing (the roles netutils_image / egress_proxy_image)")
+    require_images(NETUTILS, PROXY_IMAGE)
     base = tmp_path_factory.mktemp("docker-auth")
     base.chmod(0o755)
     work, state, artifacts = base / "work", base / "state", base / "artifacts"
@@ -177,30 +151,18 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     inventory = write_inventory(base / "inventory.json", _host(f"{NAME}.yml", state, work))
     missing = write_inventory(base / "missing.json", _host(f"{MISSING_NAME}.yml", state, work))
     _cleanup()
-    tests_dir = ROOT / "tests"
     try:
-        _openssl(work)
-        _run("docker", "network", "create", "--internal", "--subnet", SUBNET, NET)
-        _run(
-            "docker", "run", "-d", "--name", "bbauth-resolver", "--network", NET,
-            "--ip", RESOLVER, "--dns", "127.0.0.1", "--label", LABEL, NETUTILS,
-            "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
-            *[f"--address=/{name}/{ORIGIN}" for name in NAMES],
+        certificates(work, "bbauth", NAMES)
+        STAND.create_network()
+        STAND.container(
+            "resolver", RESOLVER, NETUTILS, *DNSMASQ,
+            *[f"--address=/{name}/{ORIGIN}" for name in NAMES], dns="127.0.0.1",
         )  # fmt: skip
-        _run(
-            "docker", "run", "-d", "--name", "bbauth-origin", "--network", NET, "--ip", ORIGIN,
-            "--dns", RESOLVER, "--label", LABEL, "--user", "0:0",
-            "-v", f"{tests_dir}:/tests:ro", "-v", f"{work}:/work:ro",
-            "-v", f"{work / 'record'}:/record", PROXY_IMAGE,
-            "python3", "/tests/egress_origin.py", "/work/origin.pem", "/work/origin.key",
-            "443", "80", "/record/origin.jsonl",
-        )  # fmt: skip
+        STAND.origin("origin", ORIGIN, PROXY_IMAGE, work, record=work / "record")
         proc = up(artifacts, "up", "-i", str(inventory), **CREDENTIALS)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        shown = f'{{{{(index .NetworkSettings.Networks "{AGENT}").IPAddress}}}}'
-        proxy_ip = _docker("inspect", "-f", shown, PROXY_CONTAINER).stdout.strip()
         yield Lab(work, state, artifacts, inventory, missing, [proc.stdout + proc.stderr],
-                  proxy_ip)  # fmt: skip
+                  ip_on(PROXY_CONTAINER, AGENT))  # fmt: skip
     finally:
         if not os.environ.get("BBAUTH_KEEP"):
             for inv in (inventory, missing):
@@ -211,18 +173,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 # --------------------------------------------------------------------------- probes
 
 
-def client(container: str, kind: str, **spec: Any) -> dict[str, Any]:
-    done = _docker(
-        "exec", container, "python3", "/tests/egress_client.py", json.dumps({"kind": kind, **spec})
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    answer: dict[str, Any] = json.loads(done.stdout)
-    return answer
-
-
 def https(lab: Lab, authority: str, *requests: dict[str, Any], **spec: Any) -> dict[str, Any]:
     """From the agent: CONNECT ``authority``, TLS trusting the bottle CA, the requests."""
-    return client(
+    return egress_client(
         AGENT, "https", proxy=lab.proxy, ca=AGENT_CA, authority=authority,
         requests=list(requests), **spec,
     )  # fmt: skip
@@ -365,11 +318,11 @@ def test_no_credential_over_plain_http(lab: Lab) -> None:
     """Plain http:// to the open route passes (the control); to a credentialed route it
     is refused with its own reason, and never reaches the origin."""
     ident, request = probe("open.auth.test", target="http://open.auth.test/")
-    plain = client(AGENT, "plain", proxy=lab.proxy, requests=[request])["responses"][0]
+    plain = egress_client(AGENT, "plain", proxy=lab.proxy, requests=[request])["responses"][0]
     assert plain.get("status") == 200, plain
     assert received(lab, ident)
     ident, request = probe("cred.auth.test", target="http://cred.auth.test/")
-    plain = client(AGENT, "plain", proxy=lab.proxy, requests=[request])["responses"][0]
+    plain = egress_client(AGENT, "plain", proxy=lab.proxy, requests=[request])["responses"][0]
     assert_refused(plain, 403, "auth-over-http")
     assert received(lab, ident) == []
 

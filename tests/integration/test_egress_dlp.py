@@ -18,7 +18,6 @@ import ipaddress
 import json
 import os
 import struct
-import subprocess
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +28,8 @@ import pytest
 
 from ansible_collections.botbottle.bottle.plugins.module_utils import _dlp, _egress
 from botbottle.policy import compile_policy
-from tests.helpers import ROOT, require_docker
-from tests.helpers import docker as _docker
+from tests.egress_lab import DNSMASQ, Stand, certificates, egress_client, proxy_files
+from tests.helpers import require_docker
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +44,6 @@ PROXY, PROXY_OFF = f"{PROXY_IP}:8080", f"{OFF_IP}:8080"
 IMAGE = "bot-bottle/egress-proxy:latest"
 NETUTILS = "bot-bottle/netutils:latest"
 CONTAINERS = ("resolver", "origin", "proxy", "off", "client")
-UPSTREAM_CA = "/etc/bot-bottle/test/upstream-ca.pem"
 
 #: the bottle's secret (an env value it was given); long enough to be used (8+ bytes)
 SECRET = "bb-dlp-Secret-7f3a9c2e41d8b605"
@@ -66,48 +64,11 @@ def manifest_egress(dlp: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"egress": egress}
 
 
-def _run(*argv: str) -> str:
-    done = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=120)
-    if done.returncode != 0:
-        raise AssertionError(f"{argv}: {done.stdout}\n{done.stderr}")
-    return done.stdout
+def _stand(prefix: str, net: str, subnet: str) -> Stand:
+    return Stand(prefix, net, subnet, RESOLVER_IP, "botbottle.test=egress-dlp")
 
 
-def _cleanup(prefix: str, net: str) -> None:
-    for name in CONTAINERS:
-        _docker("rm", "-f", f"{prefix}-{name}")
-    _docker("network", "rm", net)
-
-
-def _certificates(work: Path) -> None:
-    """A test CA (the proxy trusts it upstream) and the origin's certificate."""
-    key, ca = str(work / "test-ca.key"), str(work / "test-ca.pem")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-noenc"]
-    _run("openssl", "req", "-x509", *ec, "-days", "2", "-subj", "/CN=bbdlp test CA",
-         "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
-         "keyUsage=critical,keyCertSign", "-keyout", key, "-out", ca)  # fmt: skip
-    _run("openssl", "req", *ec, "-subj", "/CN=origin", "-keyout", str(work / "origin.key"),
-         "-out", str(work / "origin.csr"))  # fmt: skip
-    sans = ",".join(f"DNS:{n}" for n in CERT_NAMES)
-    (work / "ext.cnf").write_text(
-        f"subjectAltName={sans}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-        "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
-    )
-    _run("openssl", "x509", "-req", "-in", str(work / "origin.csr"), "-CA", ca, "-CAkey", key,
-         "-CAcreateserial", "-days", "2", "-extfile", str(work / "ext.cnf"),
-         "-out", str(work / "origin.pem"))  # fmt: skip
-    for name in ("origin.key", "origin.pem", "test-ca.pem"):
-        (work / name).chmod(0o644)
-
-
-def _container(prefix: str, net: str, name: str, ip: str, image: str, *argv: str,
-               options: list[str]) -> None:  # fmt: skip
-    _run("docker", "run", "-d", "--name", f"{prefix}-{name}", "--network", net, "--ip", ip,
-         "--dns", ip.rsplit(".", 1)[0] + ".53", "--label", "botbottle.test=egress-dlp",
-         *options, image, *argv)  # fmt: skip
-
-
-def _proxy(prefix: str, net: str, work: Path, *, name: str, ip: str, policy_egress: Any) -> Path:
+def _proxy(stand: Stand, work: Path, *, name: str, ip: str, policy_egress: Any) -> Path:
     """One proxy: its own configuration (policy and log file) and runtime secrets."""
     own = work / name
     (own / "log").mkdir(parents=True)
@@ -121,35 +82,19 @@ def _proxy(prefix: str, net: str, work: Path, *, name: str, ip: str, policy_egre
     log_file = f"{_egress.CONTAINER_LOG_DIR}/{_egress.LOG_FILE_NAME}"
     config = _egress.render_config(
         policy,
-        ip.rsplit(".", 1)[0] + ".53",
+        RESOLVER_IP,
         refused_networks=[GATEWAY],
         log_file=log_file,
         private_networks=[str(ipaddress.ip_network(ip + "/24", strict=False))],
     )
     (own / "config.json").write_text(_egress.dumps_config(config))
     (own / "config.json").chmod(0o644)
-    _container(prefix, net, name, ip, IMAGE, *_egress.proxy_command(UPSTREAM_CA), options=[
-        "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
-        "--security-opt", "no-new-privileges",
-        "-v", f"{work / 'code'}:{_egress.CONTAINER_CODE_ROOT}:ro",
-        "-v", f"{own / 'config.json'}:{_egress.CONTAINER_CONFIG}:ro",
-        "-v", f"{work / 'ca'}:{_egress.CONTAINER_CONFDIR}:ro",
-        "-v", f"{work / 'test-ca.pem'}:{UPSTREAM_CA}:ro",
+    stand.proxy(
+        name, ip, IMAGE, work, own / "config.json",
         "-v", f"{own / 'run'}:{_egress.CONTAINER_SECRETS_DIR}:ro",
         "-v", f"{own / 'log'}:{_egress.CONTAINER_LOG_DIR}",
-    ])  # fmt: skip
+    )  # fmt: skip
     return own / "log" / _egress.LOG_FILE_NAME
-
-
-def _wait(prefix: str, address: str) -> None:
-    host, port = address.rsplit(":", 1)
-    code = (
-        "import socket,sys,time\nend=time.time()+30\nwhile time.time()<end:\n"
-        f"    try: socket.create_connection(({host!r},{port}),timeout=1).close(); sys.exit(0)\n"
-        "    except OSError: time.sleep(0.2)\nsys.exit(1)\n"
-    )
-    done = _docker("exec", f"{prefix}-client", "python3", "-c", code)
-    assert done.returncode == 0, f"nothing listens on {address}"
 
 
 def start_lab(
@@ -157,55 +102,31 @@ def start_lab(
 ) -> dict[str, Any]:
     """Resolver, origin, a proxy with DLP (defaults) and one with it off, and a client.
     The benchmark runs the same lab (benchmarks/bench.py, section dlp)."""
-    _cleanup(prefix, net)
+    stand = _stand(prefix, net, subnet)
+    stand.remove(CONTAINERS)
     work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o755)
-    _certificates(work)
-    ca = _egress.ensure_ca(
-        str(work / "ca"), "bot-bottle egress CA (bbdlp test)",
-        owner=(_egress.PROXY_UID, _egress.PROXY_UID),
-    )  # fmt: skip
-    (work / "agent-ca.pem").write_text(ca.cert_pem)
-    code = work / "code"
-    for rel, source in _egress.proxy_code_files().items():
-        (code / rel).parent.mkdir(parents=True, exist_ok=True)
-        (code / rel).write_text(source)
-    for item in [code, *code.rglob("*")]:
-        item.chmod(0o755 if item.is_dir() else 0o644)
-    _run("docker", "network", "create", "--internal", "--subnet", subnet, net)
-    tests_dir = ROOT / "tests"
-    _container(prefix, net, "resolver", RESOLVER_IP, NETUTILS, "dnsmasq", "--keep-in-foreground",
-               "--no-resolv", "--no-hosts", "--address=/dlp.test/" + ORIGIN_IP,
-               options=[])  # fmt: skip
-    _container(prefix, net, "origin", ORIGIN_IP, IMAGE, "python3", "/tests/egress_origin.py",
-               "/work/origin.pem", "/work/origin.key", "443", "80",
-               options=["--user", "0:0", "-v", f"{tests_dir}:/tests:ro",
-                        "-v", f"{work}:/work:ro"])  # fmt: skip
+    certificates(work, "bbdlp", CERT_NAMES)
+    proxy_files(work, "bbdlp")
+    stand.create_network()
+    stand.container("resolver", RESOLVER_IP, NETUTILS, *DNSMASQ, "--address=/dlp.test/" + ORIGIN_IP)
+    stand.origin("origin", ORIGIN_IP, IMAGE, work)
     off = manifest_egress({"outbound_detectors": False})
     logs = {
-        "on": _proxy(prefix, net, work, name="proxy", ip=PROXY_IP, policy_egress=manifest_egress()),
-        "off": _proxy(prefix, net, work, name="off", ip=OFF_IP, policy_egress=off),
+        "on": _proxy(stand, work, name="proxy", ip=PROXY_IP, policy_egress=manifest_egress()),
+        "off": _proxy(stand, work, name="off", ip=OFF_IP, policy_egress=off),
     }
-    _container(prefix, net, "client", CLIENT_IP, IMAGE, "sleep", "infinity",
-               options=["-v", f"{tests_dir}:/tests:ro",
-                        "-v", f"{work / 'agent-ca.pem'}:/ca.pem:ro"])  # fmt: skip
-    for address in (PROXY, PROXY_OFF, f"{ORIGIN_IP}:443"):
-        _wait(prefix, address)
-    return {"work": work, "logs": logs, "prefix": prefix, "net": net}
+    stand.client(CLIENT_IP, IMAGE, work)
+    stand.wait_listening("client", PROXY, PROXY_OFF, f"{ORIGIN_IP}:443")
+    return {"work": work, "logs": logs, "prefix": prefix, "net": net, "subnet": subnet}
 
 
 def stop_lab(lab: dict[str, Any]) -> None:
-    _cleanup(lab["prefix"], lab["net"])
+    _stand(lab["prefix"], lab["net"], lab["subnet"]).remove(CONTAINERS)
 
 
 def probe(kind: str, proxy: str = PROXY, prefix: str = "bbdlp", **spec: Any) -> dict[str, Any]:
-    spec = {"kind": kind, "proxy": proxy, "ca": "/ca.pem", **spec}
-    done = _docker(
-        "exec", f"{prefix}-client", "python3", "/tests/egress_client.py", json.dumps(spec)
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    return egress_client(f"{prefix}-client", kind, **{"proxy": proxy, "ca": "/ca.pem", **spec})
 
 
 @pytest.fixture(scope="module")

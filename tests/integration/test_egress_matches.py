@@ -22,14 +22,9 @@ import pytest
 from ansible_collections.botbottle.bottle.plugins.module_utils import _egress
 from botbottle import report
 from botbottle.policy import compile_policy
-from tests.helpers import ROOT, ansible, require_docker
+from tests.egress_lab import DNSMASQ, Stand, certificates, egress_client, proxy_files, proxy_image
+from tests.helpers import ansible, require_docker, require_images
 from tests.helpers import docker as _docker
-from tests.integration.test_egress_proxy import (
-    _build_image,
-    _ensure_netutils,
-    _openssl_leaf,
-    _run,
-)
 
 pytestmark = pytest.mark.integration
 
@@ -78,52 +73,18 @@ def _policy(level: int) -> Any:
     return compile_policy({"egress": {**MANIFEST["egress"], "log": level}})
 
 
-def _cleanup() -> None:
-    for name in CONTAINERS:
-        _docker("rm", "-f", f"bbmatch-{name}")
-    _docker("network", "rm", NET)
-
-
-def _container(name: str, ip: str, image: str, *argv: str, options: list[str]) -> None:
-    _run(
-        "docker", "run", "-d", "--name", f"bbmatch-{name}", "--network", NET, "--ip", ip,
-        "--dns", RESOLVER_IP, "--label", "botbottle.test=egress-matches", *options, image, *argv,
-    )  # fmt: skip
-
-
-def _wait_listening(address: str, seconds: float = 30.0) -> None:
-    host, port = address.rsplit(":", 1)
-    code = (
-        "import socket,sys,time\n"
-        f"end=time.time()+{seconds}\n"
-        "while time.time()<end:\n"
-        f"    try: socket.create_connection(({host!r},{port}),timeout=1).close(); sys.exit(0)\n"
-        "    except OSError: time.sleep(0.2)\n"
-        "sys.exit(1)\n"
-    )
-    done = _docker("exec", "bbmatch-client", "python3", "-c", code)
-    assert done.returncode == 0, f"nothing listens on {address}"
+STAND = Stand("bbmatch", NET, SUBNET, RESOLVER_IP, "botbottle.test=egress-matches")
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    image = _build_image()
-    _ensure_netutils()
-    _cleanup()
+    image = proxy_image()
+    require_images(NETUTILS)
+    STAND.remove(CONTAINERS)
     work = tmp_path_factory.mktemp("matches")
     work.chmod(0o755)
-    _openssl_leaf(work)
-    ca = _egress.ensure_ca(
-        str(work / "ca"), "bot-bottle egress CA (bbmatch test)",
-        owner=(_egress.PROXY_UID, _egress.PROXY_UID),
-    )  # fmt: skip
-    (work / "agent-ca.pem").write_text(ca.cert_pem)
-    code = work / "code"
-    for rel, source in _egress.proxy_code_files().items():
-        (code / rel).parent.mkdir(parents=True, exist_ok=True)
-        (code / rel).write_text(source)
-    for path in [code, *code.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    certificates(work, "bbmatch", NAMES, [ORIGIN])
+    proxy_files(work, "bbmatch")
     dnslog = work / "dnslog"
     dnslog.mkdir()
     dnslog.chmod(0o777)
@@ -138,53 +99,32 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         logs.mkdir()
         os.chown(logs, _egress.PROXY_UID, _egress.PROXY_UID)
         logs.chmod(0o700)
-    tests_dir = ROOT / "tests"
-    _run("docker", "network", "create", "--internal", "--subnet", SUBNET, NET)
+    STAND.create_network()
     try:
-        _container(
-            "resolver", RESOLVER_IP, NETUTILS, "dnsmasq", "--keep-in-foreground", "--user=root",
-            "--no-resolv", "--no-hosts", "--log-queries=extra",
+        STAND.container(
+            "resolver", RESOLVER_IP, NETUTILS, *DNSMASQ, "--user=root", "--log-queries=extra",
             "--log-facility=/dnslog/queries.log", "--address=/#/",
             *[f"--address=/{name}/{ORIGIN}" for name in NAMES],
             options=["-v", f"{dnslog}:/dnslog"],
         )  # fmt: skip
-        _container(
-            "origin", ORIGIN, image, "python3", "/tests/egress_origin.py", "/work/origin.pem",
-            "/work/origin.key", "443", "80",
-            options=["--user", "0:0", "-v", f"{tests_dir}:/tests:ro", "-v", f"{work}:/work:ro"],
-        )  # fmt: skip
-        upstream_ca = "/etc/bot-bottle/test/upstream-ca.pem"
+        STAND.origin("origin", ORIGIN, image, work)
         for level, ip in PROXIES.items():
-            _container(
-                f"proxy{level}", ip, image, *_egress.proxy_command(upstream_ca),
-                options=[
-                    "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
-                    "--security-opt", "no-new-privileges",
-                    "-v", f"{code}:{_egress.CONTAINER_CODE_ROOT}:ro",
-                    "-v", f"{work / f'config{level}.json'}:{_egress.CONTAINER_CONFIG}:ro",
-                    "-v", f"{work / 'ca'}:{_egress.CONTAINER_CONFDIR}:ro",
-                    "-v", f"{work / 'test-ca.pem'}:{upstream_ca}:ro",
-                    "-v", f"{work / f'log{level}'}:{_egress.CONTAINER_LOG_DIR}",
-                ],
+            STAND.proxy(
+                f"proxy{level}", ip, image, work, work / f"config{level}.json",
+                "-v", f"{work / f'log{level}'}:{_egress.CONTAINER_LOG_DIR}",
             )  # fmt: skip
-        _container(
-            "client", CLIENT_IP, image, "sleep", "infinity",
-            options=["-v", f"{tests_dir}:/tests:ro", "-v", f"{work / 'agent-ca.pem'}:/ca.pem:ro"],
-        )  # fmt: skip
-        for address in [f"{ip}:8080" for ip in PROXIES.values()] + [f"{ORIGIN}:443"]:
-            _wait_listening(address)
+        STAND.client(CLIENT_IP, image, work)
+        STAND.wait_listening("client", *[f"{ip}:8080" for ip in PROXIES.values()], f"{ORIGIN}:443")
         yield {"work": work, "image": image}
     finally:
         if not os.environ.get("BBMATCH_KEEP"):
-            _cleanup()
+            STAND.remove(CONTAINERS)
 
 
 def probe(kind: str, level: int = 2, **spec: Any) -> dict[str, Any]:
-    spec = {"kind": kind, "proxy": f"{PROXIES[level]}:8080", "ca": "/ca.pem", **spec}
-    done = _docker("exec", "bbmatch-client", "python3", "/tests/egress_client.py", json.dumps(spec))
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    return egress_client(
+        "bbmatch-client", kind, **{"proxy": f"{PROXIES[level]}:8080", "ca": "/ca.pem", **spec}
+    )
 
 
 def req(host: str, target: str, method: str = "GET", **extra: Any) -> dict[str, Any]:
@@ -404,14 +344,13 @@ def test_bottle_audit_shows_proxy_and_resolver_entries_by_source(lab: dict[str, 
     assert done.returncode == 0, done.stderr
     work = lab["work"]
     audit = work / "audit"
-    result = ansible(
-        "ansible", "localhost", "-m", "botbottle.bottle.bottle_audit", "-a",
-        json.dumps({
-            "name": "bbmatch", "backend": "docker", "audit_dir": str(audit),
-            "log_path": str(work / "dnslog" / "queries.log"),
-            "egress_log_path": str(work / "log2" / _egress.LOG_FILE_NAME),
-        }),
-    )  # fmt: skip
+    args = {
+        "name": "bbmatch", "backend": "docker", "audit_dir": str(audit),
+        "log_path": str(work / "dnslog" / "queries.log"),
+        "egress_log_path": str(work / "log2" / _egress.LOG_FILE_NAME),
+    }  # fmt: skip
+    collect = ("ansible", "localhost", "-m", "botbottle.bottle.bottle_audit", "-a")
+    result = ansible(*collect, json.dumps(args))
     assert result.returncode == 0, result.stdout + result.stderr
     entries = [json.loads(line) for line in (audit / "bbmatch.jsonl").read_text().splitlines()]
     sources = {e["source"] for e in entries}
@@ -426,14 +365,7 @@ def test_bottle_audit_shows_proxy_and_resolver_entries_by_source(lab: dict[str, 
     assert any("egress-proxy" in line and "api.allowed.test /admin?[redacted]" in line
                for line in lines)  # fmt: skip
     assert any("dnsmasq" in line and "nope.test" in line for line in lines)
-    again = ansible(
-        "ansible", "localhost", "-m", "botbottle.bottle.bottle_audit", "-a",
-        json.dumps({
-            "name": "bbmatch", "backend": "docker", "audit_dir": str(audit),
-            "log_path": str(work / "dnslog" / "queries.log"),
-            "egress_log_path": str(work / "log2" / _egress.LOG_FILE_NAME),
-        }),
-    )  # fmt: skip
+    again = ansible(*collect, json.dumps(args))
     assert again.returncode == 0, again.stdout + again.stderr
     # incremental: nothing new, no change
     assert "added: 0" in again.stdout and "changed: false" in again.stdout, again.stdout

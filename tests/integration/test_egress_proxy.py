@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,19 @@ import pytest
 
 from ansible_collections.botbottle.bottle.plugins.module_utils import _egress
 from botbottle.policy import build_policy
-from tests.helpers import ROOT, ansible, require_docker
+from tests.egress_lab import (
+    DNSMASQ,
+    TESTS_DIR,
+    UPSTREAM_CA,
+    Stand,
+    certificates,
+    egress_client,
+    proxy_files,
+    proxy_image,
+    proxy_options,
+    run,
+)
+from tests.helpers import ROOT, ansible, require_docker, require_images
 from tests.helpers import docker as _docker
 
 pytestmark = pytest.mark.integration
@@ -65,280 +76,58 @@ CERT_NAMES = [
 POLICY = build_policy(["api.allowed.test"], ["wild.test"], [f"{ORIGIN_A}/32"], log=2)
 
 
-def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=300)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{argv}: {done.stdout}\n{done.stderr}")
-    return done
-
-
-def _cleanup() -> None:
-    for name in CONTAINERS:
-        _docker("rm", "-f", f"bbproxy-{name}")
-    _docker("network", "rm", NET)
-
-
-def _openssl_leaf(work: Path) -> None:
-    """A test CA (the proxy trusts it for upstream) and the origins' certificate."""
-    _run(
-        "openssl",
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-noenc",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=bbproxy test origin CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-        "-keyout",
-        str(work / "test-ca.key"),
-        "-out",
-        str(work / "test-ca.pem"),
-    )
-    sans = ",".join([f"DNS:{n}" for n in CERT_NAMES] + [f"IP:{ORIGIN_A}", f"IP:{ORIGIN_B}"])
-    _run(
-        "openssl",
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-noenc",
-        "-subj",
-        "/CN=origin",
-        "-keyout",
-        str(work / "origin.key"),
-        "-out",
-        str(work / "origin.csr"),
-    )
-    (work / "ext.cnf").write_text(
-        f"subjectAltName={sans}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-        "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
-    )
-    _run(
-        "openssl",
-        "x509",
-        "-req",
-        "-in",
-        str(work / "origin.csr"),
-        "-CA",
-        str(work / "test-ca.pem"),
-        "-CAkey",
-        str(work / "test-ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        str(work / "ext.cnf"),
-        "-out",
-        str(work / "origin.pem"),
-    )
-    for name in ("origin.key", "origin.pem", "test-ca.pem"):
-        (work / name).chmod(0o644)
-
-
-def _build_image() -> str:
-    extra = []
-    if os.environ.get("PIP_CERT"):
-        extra = ["-e", f"egress_proxy_image_pip_cert={os.environ['PIP_CERT']}"]
-    done = ansible("ansible-playbook", "tests/integration/playbooks/egress_proxy_image.yml", *extra)
-    assert done.returncode == 0, done.stdout + done.stderr
-    match = re.search(r"egress_proxy_image_ref=(\S+)", done.stdout)
-    assert match, done.stdout
-    return match.group(1)
-
-
-def _ensure_netutils() -> None:
-    if _docker("image", "inspect", NETUTILS).returncode == 0:
-        return
-    done = ansible("ansible-playbook", "tests/integration/playbooks/netutils_image.yml")
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-def _container(
-    name: str, ip: str, image: str, *argv: str, options: list[str], dns: str = RESOLVER_IP
-) -> None:
-    _run(
-        "docker",
-        "run",
-        "-d",
-        "--name",
-        f"bbproxy-{name}",
-        "--network",
-        NET,
-        "--ip",
-        ip,
-        "--dns",
-        dns,
-        "--label",
-        "botbottle.test=egress-proxy",
-        *options,
-        image,
-        *argv,
-    )
-
-
-def _proxy_options(work: Path, code: Path) -> list[str]:
-    return [
-        "--read-only",
-        "--tmpfs",
-        "/tmp",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges",
-        "-v",
-        f"{code}:{_egress.CONTAINER_CODE_ROOT}:ro",
-        "-v",
-        f"{work / 'config.json'}:{_egress.CONTAINER_CONFIG}:ro",
-        "-v",
-        f"{work / 'ca'}:{_egress.CONTAINER_CONFDIR}:ro",
-        "-v",
-        f"{work / 'test-ca.pem'}:/etc/bot-bottle/test/upstream-ca.pem:ro",
-    ]
-
-
-def _wait_listening(address: str, seconds: float = 30.0) -> None:
-    host, port = address.rsplit(":", 1)
-    code = (
-        "import socket,sys,time\n"
-        f"end=time.time()+{seconds}\n"
-        "while time.time()<end:\n"
-        f"    try: socket.create_connection(({host!r},{port}),timeout=1).close(); sys.exit(0)\n"
-        "    except OSError: time.sleep(0.2)\n"
-        "sys.exit(1)\n"
-    )
-    done = _docker("exec", "bbproxy-client", "python3", "-c", code)
-    assert done.returncode == 0, f"nothing listens on {address}"
+STAND = Stand("bbproxy", NET, SUBNET, RESOLVER_IP, "botbottle.test=egress-proxy")
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Resolver, two origins, the proxy, a faulty proxy and a client on one network."""
     started = time.monotonic()
-    image = _build_image()
+    image = proxy_image()
     build_seconds = time.monotonic() - started
-    _ensure_netutils()
-    _cleanup()
+    require_images(NETUTILS)
+    STAND.remove(CONTAINERS)
     work = tmp_path_factory.mktemp("egress")
     work.chmod(0o755)
-    _openssl_leaf(work)
-    ca = _egress.ensure_ca(
-        str(work / "ca"),
-        "bot-bottle egress CA (bbproxy test)",
-        owner=(_egress.PROXY_UID, _egress.PROXY_UID),
-    )
-    (work / "agent-ca.pem").write_text(ca.cert_pem)
-    code = work / "code"
-    for rel, source in _egress.proxy_code_files().items():
-        (code / rel).parent.mkdir(parents=True, exist_ok=True)
-        (code / rel).write_text(source)
-    for directory in [code, *code.rglob("*")]:
-        directory.chmod(0o755 if directory.is_dir() else 0o644)
+    certificates(work, "bbproxy", CERT_NAMES, [ORIGIN_A, ORIGIN_B])
+    ca = proxy_files(work, "bbproxy")
     config = _egress.render_config(POLICY, RESOLVER_IP, refused_networks=[GATEWAY])
     (work / "config.json").write_text(_egress.dumps_config(config))
     (work / "config.json").chmod(0o644)
-    tests_dir = ROOT / "tests"
-    _run("docker", "network", "create", "--internal", "--subnet", SUBNET, NET)
+    STAND.create_network()
     try:
-        dnsmasq = [f"--address=/{name}/{address}" for name, address in DNS.items()]
-        _container(
-            "resolver",
-            RESOLVER_IP,
-            NETUTILS,
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--log-queries",
-            "--log-facility=-",
+        STAND.container(
+            "resolver", RESOLVER_IP, NETUTILS, *DNSMASQ, "--log-queries", "--log-facility=-",
             "--address=/nx.wild.test/",
-            *dnsmasq,
-            options=[],
-        )
+            *[f"--address=/{name}/{address}" for name, address in DNS.items()],
+        )  # fmt: skip
         # the proxies' own resolver lies: every name is origin B. The addon asks the
         # bottle's resolver (RESOLVER_IP, from its configuration) and pins what it
         # checked, so the lie must never be where a request lands.
-        _container(
-            "liar",
-            LIAR_IP,
-            NETUTILS,
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            f"--address=/#/{ORIGIN_B}",
-            options=[],
-        )
+        STAND.container("liar", LIAR_IP, NETUTILS, *DNSMASQ, f"--address=/#/{ORIGIN_B}")
         for name, ip in (("origin-a", ORIGIN_A), ("origin-b", ORIGIN_B)):
-            _container(
-                name,
-                ip,
-                image,
-                "python3",
-                "/tests/egress_origin.py",
-                "/work/origin.pem",
-                "/work/origin.key",
-                "443",
-                "80",
-                options=["--user", "0:0", "-v", f"{tests_dir}:/tests:ro", "-v", f"{work}:/work:ro"],
-            )
-        upstream_ca = "/etc/bot-bottle/test/upstream-ca.pem"
-        _container(
-            "proxy",
-            PROXY_IP,
-            image,
-            *_egress.proxy_command(upstream_ca),
-            options=_proxy_options(work, code),
-            dns=LIAR_IP,
-        )
-        faulty = _egress.proxy_command(upstream_ca)
+            STAND.origin(name, ip, image, work)
+        config = work / "config.json"
+        STAND.proxy("proxy", PROXY_IP, image, work, config, dns=LIAR_IP)
+        faulty = _egress.proxy_command(UPSTREAM_CA)
         faulty[:4] = ["python3", "-P", "/tests/egress_faulty_proxy.py"]
-        _container(
-            "faulty",
-            FAULTY_IP,
-            image,
-            *faulty,
-            options=[*_proxy_options(work, code), "-v", f"{tests_dir}:/tests:ro"],
-            dns=LIAR_IP,
+        STAND.proxy(
+            "faulty", FAULTY_IP, image, work, config, "-v", f"{TESTS_DIR}:/tests:ro",
+            argv=faulty, dns=LIAR_IP,
+        )  # fmt: skip
+        STAND.client(CLIENT_IP, image, work, "-v", f"{work / 'test-ca.pem'}:/test-ca.pem:ro")
+        STAND.wait_listening(
+            "client", PROXY, FAULTY, f"{ORIGIN_A}:443", f"{ORIGIN_B}:443", f"{ORIGIN_A}:80"
         )
-        _container(
-            "client",
-            CLIENT_IP,
-            image,
-            "sleep",
-            "infinity",
-            options=[
-                "-v",
-                f"{tests_dir}:/tests:ro",
-                "-v",
-                f"{work / 'agent-ca.pem'}:/ca.pem:ro",
-                "-v",
-                f"{work / 'test-ca.pem'}:/test-ca.pem:ro",
-            ],
-        )
-        for address in (PROXY, FAULTY, f"{ORIGIN_A}:443", f"{ORIGIN_B}:443", f"{ORIGIN_A}:80"):
-            _wait_listening(address)
         yield {"image": image, "work": work, "ca": ca, "build_seconds": build_seconds}
     finally:
         if not os.environ.get("BBPROXY_KEEP"):
-            _cleanup()
+            STAND.remove(CONTAINERS)
 
 
 def probe(kind: str, proxy: str = PROXY, **spec: Any) -> dict[str, Any]:
     """Run one probe of tests/egress_client.py in the client container."""
-    spec = {"kind": kind, "proxy": proxy, "ca": "/ca.pem", **spec}
-    done = _docker("exec", "bbproxy-client", "python3", "/tests/egress_client.py", json.dumps(spec))
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    return egress_client("bbproxy-client", kind, **{"proxy": proxy, "ca": "/ca.pem", **spec})
 
 
 def get(host: str, **extra: Any) -> dict[str, Any]:
@@ -659,22 +448,10 @@ def test_the_proxy_does_not_start_without_a_valid_configuration(lab: dict[str, A
     data["policy"]["exact_hosts"].append("evil.test")  # the hash no longer matches
     bad.write_text(json.dumps(data))
     bad.chmod(0o644)
-    options = [
-        o.replace(str(work / "config.json"), str(bad)) for o in _proxy_options(work, work / "code")
-    ]
-    done = _run(
-        "docker",
-        "run",
-        "--rm",
-        "--network",
-        NET,
-        "--dns",
-        RESOLVER_IP,
-        *options,
-        lab["image"],
-        *_egress.proxy_command(),
-        check=False,
-    )
+    done = run(
+        "docker", "run", "--rm", "--network", NET, "--dns", RESOLVER_IP,
+        *proxy_options(work, bad), lab["image"], *_egress.proxy_command(), check=False,
+    )  # fmt: skip
     assert done.returncode != 0
     assert "does not match its routes" in done.stdout + done.stderr
 
