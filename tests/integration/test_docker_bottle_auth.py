@@ -6,7 +6,9 @@ test-owned HTTPS origin that records what it receives.
 The bottle ``authbot`` has three routes: ``cred.auth.test`` (``auth: token`` from
 ``BB_AUTH_TEST_TOKEN``), ``bearer.auth.test`` (``auth: Bearer`` from
 ``BB_AUTH_TEST_BEARER``) and ``open.auth.test`` (no auth); all three names resolve to
-the one origin. The stand-in for the internet is network ``bbauth-egress``
+the one origin. Its manifest's env has ``MY_SECRET: ${BB_TEST_SECRET}``: a secret the
+CLI reads from the controller's environment, which its proxy's data-loss prevention
+must know and block. The stand-in for the internet is network ``bbauth-egress``
 (172.29.242.0/24, internal): a dnsmasq that answers the ``.test`` names, the origin
 (``tests/egress_origin.py`` with a record file: it writes what it received there and
 answers ``[recorded]`` for Authorization values, so the agent never gets a token
@@ -30,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.botbottle.bottle.plugins.module_utils import _egress
+from ansible_collections.botbottle.bottle.plugins.module_utils import _dlp, _egress
 from tests.egress_lab import DNSMASQ, Stand, certificates, egress_client, ip_on
 from tests.helpers import (
     ROOT,
@@ -62,6 +64,9 @@ TOKEN_VAR, BEARER_VAR, MISSING_VAR = (
     "BB_AUTH_TEST_BEARER",
     "BB_AUTH_TEST_GONE",
 )
+#: the bottle's secret env entry and the controller variable it copies (fresh per run)
+SECRET_NAME, SECRET_VAR = "MY_SECRET", "BB_TEST_SECRET"
+SECRET = "bbauth-secret-" + uuid.uuid4().hex
 NAMES = ("cred.auth.test", "bearer.auth.test", "open.auth.test")
 AGENT_CA = _egress.AGENT_CA_FILE
 
@@ -92,14 +97,15 @@ def up(lab_artifacts: Path, *args: str, **env: str) -> subprocess.CompletedProce
     return bottle(*args, BOTTLE_ARTIFACTS_DIR=str(lab_artifacts), **env)
 
 
-CREDENTIALS = {TOKEN_VAR: TOKEN, BEARER_VAR: BEARER}
+#: what ``bottle up`` finds in the controller's environment
+CONTROLLER_ENV = {TOKEN_VAR: TOKEN, BEARER_VAR: BEARER, SECRET_VAR: SECRET}
 
 
-def _manifest(routes: str) -> str:
+def _manifest(routes: str, env: str = "") -> str:
     return (
         "runtime:\n  command: [sleep, infinity]\n"
         f"  mounts:\n    - {{source: {ROOT / 'tests'}, target: /tests, read_only: true}}\n"
-        f"egress:\n  log: 2\n  routes:\n{routes}"
+        f"{env}egress:\n  log: 2\n  routes:\n{routes}"
     )
 
 
@@ -139,7 +145,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             f"    - host: cred.auth.test\n      auth: {{scheme: token, token_ref: {TOKEN_VAR}}}\n"
             "    - host: bearer.auth.test\n"
             f"      auth: {{scheme: Bearer, token_ref: {BEARER_VAR}}}\n"
-            "    - host: open.auth.test\n"
+            "    - host: open.auth.test\n",
+            env=f'env:\n  {SECRET_NAME}: "${{{SECRET_VAR}}}"\n',
         )
     )
     (base / f"{MISSING_NAME}.yml").write_text(
@@ -159,7 +166,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             *[f"--address=/{name}/{ORIGIN}" for name in NAMES], dns="127.0.0.1",
         )  # fmt: skip
         STAND.origin("origin", ORIGIN, PROXY_IMAGE, work, record=work / "record")
-        proc = up(artifacts, "up", "-i", str(inventory), **CREDENTIALS)
+        proc = up(artifacts, "up", "-i", str(inventory), **CONTROLLER_ENV)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         yield Lab(work, state, artifacts, inventory, missing, [proc.stdout + proc.stderr],
                   ip_on(PROXY_CONTAINER, AGENT))  # fmt: skip
@@ -342,7 +349,7 @@ def test_the_token_is_in_no_artifact_or_log(lab: Lab) -> None:
     """Not in the ansible-runner artifacts, the CLI's output, the bottle's state
     directory (the egress log at level 2 included: the control is that it logged the
     credentialed requests, naming the variable), nor any bottle container's inspect."""
-    status = up(lab.artifacts, "status", "-i", str(lab.inventory), **CREDENTIALS)
+    status = up(lab.artifacts, "status", "-i", str(lab.inventory), **CONTROLLER_ENV)
     assert status.returncode == 0, status.stdout + status.stderr
     log = lab.state / NAME / "log" / "egress" / _egress.LOG_FILE_NAME
     entries = [json.loads(line) for line in log.read_text().splitlines()]
@@ -364,6 +371,36 @@ def test_the_token_is_in_no_artifact_or_log(lab: Lab) -> None:
             assert secret not in text
 
 
+def test_a_secret_env_value_is_blocked_at_the_proxy(lab: Lab) -> None:
+    """Data-loss prevention through the real path (issue 14 item 3): the env entry
+    ``MY_SECRET: ${BB_TEST_SECRET}``, read from the controller's environment by ``bottle
+    up`` (the role's ``bottle_env`` lookup), reaches the agent as its value and the proxy
+    as a known secret. A benign query to the open route passes and is recorded (the
+    control); the same request carrying the value in its query string gets 403
+    ``dlp-blocked``, and the origin never sees it."""
+    env = _docker("exec", AGENT, "env").stdout.splitlines()
+    assert f"{SECRET_NAME}={SECRET}" in env  # the agent was given it: the leak is its own
+    in_proxy = search(PROXY_CONTAINER, SECRET)
+    assert f"{_egress.CONTAINER_SECRETS_DIR}/{_egress.SECRETS_FILE_NAME}" in in_proxy, in_proxy
+    ident, benign = probe("open.auth.test", target="/search?q=benign-words")
+    passed = https(lab, "open.auth.test:443", benign)["responses"][0]
+    assert passed["status"] == 200, passed
+    seen = received(lab, ident)
+    assert [echo["target"] for echo in seen] == ["/search?q=benign-words"], seen
+    ident, leak = probe("open.auth.test", target=f"/search?q={SECRET}")
+    blocked = https(lab, "open.auth.test:443", leak)["responses"][0]
+    assert_refused(blocked, 403, _dlp.REASON_BLOCKED)
+    assert SECRET not in json.dumps(blocked)
+    assert received(lab, ident) == []
+    assert SECRET not in lab.record.read_text()
+    log = (lab.state / NAME / "log" / "egress" / _egress.LOG_FILE_NAME).read_text()
+    hits = [e for e in map(json.loads, log.splitlines()) if e.get("event") == "dlp"]
+    assert [(e["detector"], e["surface"], e["action"]) for e in hits] == [
+        (_dlp.KNOWN_SECRETS, "url", "block")
+    ], hits
+    assert SECRET not in log
+
+
 def test_a_missing_token_ref_fails_that_bottles_bring_up(lab: Lab) -> None:
     """Control: the same inventory's bottle comes up when its variable is set (the
     fixture's bring-up did, with the same role and lookup). Without BB_AUTH_TEST_GONE,
@@ -372,7 +409,7 @@ def test_a_missing_token_ref_fails_that_bottles_bring_up(lab: Lab) -> None:
     assert AGENT in _bottle_containers(NAME)
     env = {k: v for k, v in os.environ.items() if k != MISSING_VAR}
     assert MISSING_VAR not in env
-    proc = up(lab.artifacts, "up", "-i", str(lab.missing_inventory), **CREDENTIALS)
+    proc = up(lab.artifacts, "up", "-i", str(lab.missing_inventory), **CONTROLLER_ENV)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0, text
     assert MISSING_VAR in text and "bottle 'authmiss'" in text, text
