@@ -411,32 +411,30 @@ def _config_resolver(raw: Any) -> tuple[str, int]:
         raise ConfigError(f"resolver: {exc}") from None
 
 
-def _config_refused(raw: Any) -> tuple[IPNetwork, ...]:
+def _config_networks(raw: Any, key: str, *, strict: bool) -> tuple[IPNetwork, ...]:
+    """The list ``key`` of networks: CIDRs with no host bits when ``strict``, else
+    addresses or CIDRs (host bits dropped)."""
+    items, item = (
+        ("CIDRs", "a network (CIDR)") if strict else ("addresses or CIDRs", "an address or CIDR")
+    )
     if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
-        raise ConfigError("refused_networks: expected a list of addresses or CIDRs")
-    refused: list[IPNetwork] = []
-    for text in raw:
-        try:
-            refused.append(ipaddress.ip_network(text, strict=False))
-        except ValueError:
-            raise ConfigError(f"refused_networks: {text!r} is not an address or CIDR") from None
-    return tuple(refused)
-
-
-def _config_private(raw: Any) -> tuple[IPNetwork, ...]:
-    if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
-        raise ConfigError("private_networks: expected a list of CIDRs")
+        raise ConfigError(f"{key}: expected a list of {items}")
     found: list[IPNetwork] = []
     for text in raw:
         try:
-            net = ipaddress.ip_network(text, strict=True)
+            found.append(ipaddress.ip_network(text, strict=strict))
         except ValueError:
-            raise ConfigError(f"private_networks: {text!r} is not a network (CIDR)") from None
+            raise ConfigError(f"{key}: {text!r} is not {item}") from None
+    return tuple(found)
+
+
+def _config_private(raw: Any) -> tuple[IPNetwork, ...]:
+    found = _config_networks(raw, "private_networks", strict=True)
+    for text, net in zip(raw, found, strict=True):
         for never, why in NEVER_ROUTED:
             if net.version == never.version and net.overlaps(never):
                 raise ConfigError(f"private_networks: {text} overlaps {never}, {why}")
-        found.append(net)
-    return tuple(found)
+    return found
 
 
 def _config_log_minimum(raw: Any) -> int:
@@ -474,7 +472,7 @@ def config_from_dict(data: Any) -> EgressConfig:
     config = EgressConfig(
         _config_policy(data.get("policy")),
         _config_resolver(data.get("resolver")),
-        _config_refused(data.get("refused_networks", [])),
+        _config_networks(data.get("refused_networks", []), "refused_networks", strict=False),
         _config_log_file(data.get("log", {})),
         _config_private(data.get("private_networks", [])),
         _config_log_minimum(data.get("log", {})),
