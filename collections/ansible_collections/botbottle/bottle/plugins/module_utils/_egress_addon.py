@@ -51,7 +51,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, TypedDict
 
 from ansible_collections.botbottle.bottle.plugins.module_utils import _dlp, _egress
 from ansible_collections.botbottle.bottle.plugins.module_utils._egress import (
@@ -537,17 +537,13 @@ class EgressAddon:
         request = flow.request
         headers = tuple(request.headers.fields)
         body = request.raw_content or b""
-        encoding = _header(headers, b"content-encoding")
-        content_type = _header(headers, b"content-type")
-        finding = await asyncio.to_thread(
-            _dlp.scan_request,
-            settings,
-            request.path,
-            headers,
-            body,
-            content_encoding=encoding,
-            content_type=content_type,
+        # what both the scan and the redaction read: the request as the agent sent it
+        sent = (settings, request.path, headers, body)
+        body_kind = _BodyKind(
+            content_encoding=_header(headers, b"content-encoding"),
+            content_type=_header(headers, b"content-type"),
         )
+        finding = await asyncio.to_thread(_dlp.scan_request, *sent, **body_kind)
         if finding is None:
             return
         outcome = _dlp.outcome(settings, finding)
@@ -555,15 +551,7 @@ class EgressAddon:
             flow.metadata[_LOGGED_PATH] = _egress.REDACTED
         fields = self._request_fields(flow, None)
         if outcome.action == "redact":
-            redacted = await asyncio.to_thread(
-                _dlp.redact_request,
-                settings,
-                request.path,
-                headers,
-                body,
-                content_encoding=encoding,
-                content_type=content_type,
-            )
+            redacted = await asyncio.to_thread(_dlp.redact_request, *sent, **body_kind)
             if redacted is not None:
                 self._dlp_hit(flow, settings, finding, "redact", **fields)
                 _apply_redaction(request, redacted, body)
@@ -802,6 +790,13 @@ def dlp_known_secrets(found: _egress.Secrets | None) -> dict[str, str]:
     for number, value in enumerate(found.known_secrets, 1):
         named[f"bottle-secret-{number}"] = value
     return named
+
+
+class _BodyKind(TypedDict):
+    """A body's Content-Encoding and Content-Type, as :mod:`._dlp`'s request scans take them."""
+
+    content_encoding: str | None
+    content_type: str | None
 
 
 def _header(fields: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
