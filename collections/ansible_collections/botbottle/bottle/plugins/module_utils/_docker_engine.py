@@ -478,32 +478,60 @@ class Engine:
             {self.names.network: self.client.create_endpoint_config(ipv4_address=address)}
         )
 
-    def _create_resolver(self) -> None:
+    def _start_service(
+        self,
+        image: str,
+        name: str,
+        address: str,
+        *,
+        dns: str,
+        labels: dict[str, str],
+        host: dict[str, Any],
+        **create: Any,
+    ) -> None:
+        """Create and start a service of the bottle network (the resolver, the proxy):
+        ``name`` at ``address``, with a leg on the egress network when there is one,
+        ``dns`` its resolver, confined (no capability but ``host``'s ``cap_add``, no new
+        privileges), restarted unless stopped. ``host``: more host configuration;
+        ``create``: more container options (its command, user)."""
         host_config = self.client.create_host_config(
             network_mode=self.names.network,
-            dns=["127.0.0.1"],
+            dns=[dns],
             cap_drop=["ALL"],
-            cap_add=_RESOLVER_CAPS,
             security_opt=["no-new-privileges:true"],
-            mounts=[
-                Mount("/etc/bottle", self.directory, type="bind", read_only=True),
-                Mount("/var/log/bottle", os.path.join(self.directory, "log"), type="bind"),
-            ],
             restart_policy={"Name": "unless-stopped"},
+            **host,
         )
         created = self.client.create_container(
-            self.netutils_image,
-            command=list(RESOLVER_ARGV),
-            name=self.names.resolver,
-            labels=self._labels("resolver", self.want.resolver_spec),
+            image,
+            name=name,
+            labels=labels,
             host_config=host_config,
-            networking_config=self._endpoint(self.want.addresses["resolver"]),
+            networking_config=self._endpoint(address),
             stop_timeout=2,
             use_config_proxy=False,
+            **create,
         )
         if self.egress_network:
             self.client.connect_container_to_network(created["Id"], self.egress_network)
         self.client.start(created["Id"])
+
+    def _create_resolver(self) -> None:
+        self._start_service(
+            self.netutils_image,
+            self.names.resolver,
+            self.want.addresses["resolver"],
+            dns="127.0.0.1",
+            labels=self._labels("resolver", self.want.resolver_spec),
+            host={
+                "cap_add": _RESOLVER_CAPS,
+                "mounts": [
+                    Mount("/etc/bottle", self.directory, type="bind", read_only=True),
+                    Mount("/var/log/bottle", os.path.join(self.directory, "log"), type="bind"),
+                ],
+            },
+            command=list(RESOLVER_ARGV),
+        )
 
     def _remove_resolver(self) -> None:
         self._remove(self.names.resolver)
@@ -625,38 +653,25 @@ class Engine:
             mounts.append(
                 Mount(CONTAINER_TRUSTED_CA, str(spec["trusted_ca"]), type="bind", read_only=True)
             )
-        host_config = self.client.create_host_config(
-            network_mode=self.names.network,
-            dns=[self.want.addresses["resolver"]],
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges:true"],
-            read_only=True,
-            tmpfs={
-                "/tmp": "rw,nosuid,nodev,size=64m",
-                CONTAINER_SECRETS_DIR: (
-                    f"rw,nosuid,nodev,noexec,size=1m,mode=0700,uid={PROXY_UID},gid={PROXY_UID}"
-                ),
-            },
-            mounts=mounts,
-            restart_policy={"Name": "unless-stopped"},
-        )
-        created = self.client.create_container(
+        self._start_service(
             self.proxy_image,
-            command=list(spec["command"]),
-            name=self.names.proxy,
-            user=f"{PROXY_UID}:{PROXY_UID}",
-            labels={
-                **self._labels("proxy", self.want.proxy_spec),
-                CA_LABEL: self._ca(),
+            self.names.proxy,
+            self.want.addresses["proxy"],
+            dns=self.want.addresses["resolver"],
+            labels={**self._labels("proxy", self.want.proxy_spec), CA_LABEL: self._ca()},
+            host={
+                "read_only": True,
+                "tmpfs": {
+                    "/tmp": "rw,nosuid,nodev,size=64m",
+                    CONTAINER_SECRETS_DIR: (
+                        f"rw,nosuid,nodev,noexec,size=1m,mode=0700,uid={PROXY_UID},gid={PROXY_UID}"
+                    ),
+                },
+                "mounts": mounts,
             },
-            host_config=host_config,
-            networking_config=self._endpoint(self.want.addresses["proxy"]),
-            stop_timeout=2,
-            use_config_proxy=False,
+            command=list(spec["command"]),
+            user=f"{PROXY_UID}:{PROXY_UID}",
         )
-        if self.egress_network:
-            self.client.connect_container_to_network(created["Id"], self.egress_network)
-        self.client.start(created["Id"])
 
     def _remove_proxy(self) -> None:
         self._remove(self.names.proxy)
