@@ -281,6 +281,15 @@ def probe_direct(probe: dict[str, Any]) -> dict[str, Any]:
     return {"responses": _exchange(stream, probe["requests"])}
 
 
+def _open_direct(probe: dict[str, Any], host: str) -> ssl.SSLSocket:
+    """HTTP/1.1 over TLS straight to the origin at ``address`` (no proxy), trusting
+    ``direct_ca``, with SNI ``host``: the benchmarks' baseline."""
+    addr, port = probe["address"].rsplit(":", 1)
+    sock = socket.create_connection((addr, int(port)), timeout=TIMEOUT)
+    context = _tls_context({**probe, "ca": probe["direct_ca"]}, ["http/1.1"])
+    return context.wrap_socket(sock, server_hostname=host)
+
+
 def _percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
 
@@ -303,10 +312,7 @@ def probe_bench(probe: dict[str, Any]) -> dict[str, Any]:
         return _wrap(sock, probe, ["http/1.1"])
 
     def open_direct() -> ssl.SSLSocket:
-        addr, port = probe["address"].rsplit(":", 1)
-        sock = socket.create_connection((addr, int(port)), timeout=TIMEOUT)
-        context = _tls_context({**probe, "ca": probe["direct_ca"]}, ["http/1.1"])
-        return context.wrap_socket(sock, server_hostname=host)
+        return _open_direct(probe, host)
 
     def one(stream: ssl.SSLSocket, reader: Any) -> None:
         stream.sendall(request)
@@ -396,10 +402,7 @@ def probe_latency(probe: dict[str, Any]) -> dict[str, Any]:
             if answer["status"] != 200:
                 raise ConnectionError(f"CONNECT answered {answer['status']}: {answer['body']}")
             return _wrap(sock, probe, ["http/1.1"])
-        addr, port = probe["address"].rsplit(":", 1)
-        sock = socket.create_connection((addr, int(port)), timeout=TIMEOUT)
-        context = _tls_context({**probe, "ca": probe["direct_ca"]}, ["http/1.1"])
-        return context.wrap_socket(sock, server_hostname=host)
+        return _open_direct(probe, host)
 
     def one(stream: ssl.SSLSocket, reader: Any) -> None:
         stream.sendall(request)
