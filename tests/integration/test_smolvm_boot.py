@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._smolmachine impo
     desired_spec,
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import SmolvmClient
-from botbottle.policy import build_policy, compile_policy, render_smolvm
+from botbottle.policy import EgressPolicy, build_policy, compile_policy, render_smolvm
 
 pytestmark = pytest.mark.integration
 
@@ -55,10 +56,11 @@ def bootable(data_home: Path) -> None:
         pytest.skip(f"this host cannot boot microVMs (boot probe): {result['reason']}")
 
 
-@pytest.fixture(scope="module")
-def machine(bootable: None, data_home: Path) -> Iterator[SmolvmClient]:
+@contextmanager
+def _running(data_home: Path, name: str, policy: EgressPolicy) -> Iterator[SmolvmClient]:
+    """A bottle ``name`` with ``policy`` and nothing else (1 CPU, 512 MiB), booted;
+    deleted afterwards."""
     client = SmolvmClient(CLI, str(data_home))
-    policy = build_policy([ALLOWED])
     spec = desired_spec(
         image=None,
         command=None,
@@ -73,12 +75,18 @@ def machine(bootable: None, data_home: Path) -> Iterator[SmolvmClient]:
         smolvm_allow=render_smolvm(policy),
         policy_hash=policy.digest,
     )
-    client.create(create_args(NAME, spec))
+    client.create(create_args(name, spec))
     try:
-        client.start(NAME)
+        client.start(name)
         yield client
     finally:
-        client.delete(NAME)
+        client.delete(name)
+
+
+@pytest.fixture(scope="module")
+def machine(bootable: None, data_home: Path) -> Iterator[SmolvmClient]:
+    with _running(data_home, NAME, build_policy([ALLOWED])) as client:
+        yield client
 
 
 def guest(client: SmolvmClient, *command: str) -> subprocess.CompletedProcess[str]:
@@ -127,28 +135,9 @@ LEAK_NAME = "leak-check.bot-bottle.test"  # reserved (RFC 6761): never a real na
 def wide_machine(bootable: None, data_home: Path) -> Iterator[SmolvmClient]:
     """A cidr-only bottle with the widest route there is: only deny rules keep it off
     the host's loopback, and only the compiler's no-names pattern filters its DNS."""
-    client = SmolvmClient(CLI, str(data_home))
     policy = compile_policy({"egress": {"routes": [{"cidr": "0.0.0.0/0", "wide": True}]}})
-    spec = desired_spec(
-        image=None,
-        command=None,
-        cpus=1,
-        memory_mib=512,
-        storage_gib=None,
-        workdir=None,
-        env=None,
-        mounts=None,
-        ports=None,
-        labels=None,
-        smolvm_allow=render_smolvm(policy),
-        policy_hash=policy.digest,
-    )
-    client.create(create_args(WIDE_NAME, spec))
-    try:
-        client.start(WIDE_NAME)
+    with _running(data_home, WIDE_NAME, policy) as client:
         yield client
-    finally:
-        client.delete(WIDE_NAME)
 
 
 @pytest.fixture
