@@ -89,9 +89,12 @@ def machine(bootable: None, data_home: Path) -> Iterator[SmolvmClient]:
         yield client
 
 
-def guest(client: SmolvmClient, *command: str) -> subprocess.CompletedProcess[str]:
+def guest(
+    client: SmolvmClient, *command: str, name: str = NAME
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in bottle ``name`` (the allow-list bottle unless said)."""
     return subprocess.run(
-        [client.binary, "machine", "exec", "--name", NAME, "--", *command],
+        [client.binary, "machine", "exec", "--name", name, "--", *command],
         env=client.env,
         capture_output=True,
         text=True,
@@ -185,17 +188,6 @@ def _host_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
-def wide_guest(client: SmolvmClient, *command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [client.binary, "machine", "exec", "--name", WIDE_NAME, "--", *command],
-        env=client.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_a_wide_route_does_not_reach_the_hosts_loopback(
     wide_machine: SmolvmClient, listener: tuple[int, list[str]]
 ) -> None:
@@ -203,17 +195,17 @@ def test_a_wide_route_does_not_reach_the_hosts_loopback(
     host = _host_address()
     if host is None:
         pytest.skip("no non-loopback host address for the positive control")
-    reached = wide_guest(wide_machine, "nc", "-z", "-w", "3", host, str(port))
+    reached = guest(wide_machine, "nc", "-z", "-w", "3", host, str(port), name=WIDE_NAME)
     assert reached.returncode == 0, reached.stdout + reached.stderr  # positive control
     before = list(peers)
     for gateway in ("100.96.0.1", "host.smolvm.internal"):
-        proc = wide_guest(wide_machine, "nc", "-z", "-w", "3", gateway, str(port))
+        proc = guest(wide_machine, "nc", "-z", "-w", "3", gateway, str(port), name=WIDE_NAME)
         assert proc.returncode != 0, f"{gateway}:{port} reached the host's loopback"
     assert [p for p in peers if p.startswith("127.")] == [p for p in before if p.startswith("127.")]
 
 
 def test_a_cidr_only_bottle_filters_its_dns(wide_machine: SmolvmClient) -> None:
-    proc = wide_guest(wide_machine, "nslookup", LEAK_NAME)
+    proc = guest(wide_machine, "nslookup", LEAK_NAME, name=WIDE_NAME)
     assert proc.returncode != 0
     events = json.dumps(wide_machine.egress_events(WIDE_NAME))
     assert LEAK_NAME in events, "the query was not refused by smolvm's DNS filter"
