@@ -4,8 +4,9 @@ It stands in for the internet's resolvers so that no test query ever leaves the
 machine. Every A query gets 192.0.2.1 (TEST-NET-1, or the ``a_record`` given to
 :func:`serve`: a test-owned origin's address), AAAA 2001:db8::1, TXT/NULL/
 MX/CNAME a fixed record; each query is appended to the log file as
-``<transport> <qtype> <name>``. Run: ``python3 fake_upstream.py HOST PORT LOG``
-(UDP and TCP on the same port). Needs ``dnslib``.
+``<transport> <qtype> <name>``. Run: ``python3 fake_upstream.py HOST PORT LOG [A]``
+(UDP and TCP on the same port; ``A``: the address every A query gets, 192.0.2.1
+without it). Needs ``dnslib``.
 """
 
 from __future__ import annotations
@@ -129,6 +130,6 @@ def serve(
 
 
 if __name__ == "__main__":
-    bound, _ = serve(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]))
+    bound, _ = serve(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), *sys.argv[4:5])
     print(f"fake upstream on {sys.argv[1]}#{bound}", flush=True)
     threading.Event().wait()
