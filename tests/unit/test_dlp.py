@@ -221,7 +221,7 @@ def test_websocket_message_is_scanned() -> None:
     ],
 )
 def test_a_label_under_an_allowed_zone_is_blocked(label: str) -> None:
-    finding = scan_host(EVERYTHING, f"{label}.files.example.com", ["example.com", "x.net"])
+    finding = scan_host(EVERYTHING, f"{label}.files")  # below *.example.com
     assert finding is not None
     assert (finding.detector, finding.surface) == ("known_secrets", "host")
     assert_clean_log(finding)
@@ -230,15 +230,15 @@ def test_a_label_under_an_allowed_zone_is_blocked(label: str) -> None:
 
 
 def test_hosts_outside_wildcard_zones_and_plain_labels_pass() -> None:
-    assert scan_host(EVERYTHING, f"{SECRET.encode().hex()}.example.com", []) is None
-    assert scan_host(EVERYTHING, "example.com", ["example.com"]) is None
-    for host in ("api.example.com", "eu-west-1.s3.example.com", "objects-origin.example.com"):
-        assert scan_host(EVERYTHING, host, ["example.com"]) is None
+    assert scan_host(EVERYTHING, None) is None  # an exact route's name: nothing chosen
+    assert scan_host(EVERYTHING, "") is None
+    for labels in ("api", "eu-west-1.s3", "objects-origin"):
+        assert scan_host(EVERYTHING, labels) is None
 
 
 def test_host_entropy_flags_a_random_label() -> None:
     label = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(40))
-    finding = scan_host(make(["entropy"]), f"{label}.example.com", ["example.com"])
+    finding = scan_host(make(["entropy"]), label)
     assert finding is not None
     assert finding.rule == "entropy"
     assert label[:8] not in finding.preview

@@ -12,6 +12,7 @@ from botbottle.policy import (
     PolicyError,
     allows_name,
     build_policy,
+    chosen_labels,
     compile_policy,
     firewall_stamp,
     normalize_cidr,
@@ -527,3 +528,13 @@ def test_the_firewalls_own_refusals_reach_the_agent_over_lo() -> None:
     embedded = next(i for i, line in enumerate(v4) if "-d 127.0.0.11/32" in line)
     assert v4.index(rst) > embedded
     assert not [line for line in v4 + v6 if "RST RST" in line and "-o lo" not in line]
+
+
+def test_chosen_labels_are_those_below_the_widest_zone() -> None:
+    policy = build_policy(["api.example.com"], ["example.com", "files.example.com", "x.net"])
+    assert chosen_labels(policy, "a.b.files.example.com") == "a.b.files"
+    assert chosen_labels(policy, "A.B.Example.COM.") == "a.b"
+    assert chosen_labels(policy, "q.x.net") == "q"
+    # an exact route's name, the zone itself, and a name no route allows: nothing chosen
+    for name in ("api.example.com", "example.com", "evil.test", "x.net", ""):
+        assert chosen_labels(policy, name) is None

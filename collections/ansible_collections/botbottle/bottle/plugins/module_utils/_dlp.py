@@ -114,7 +114,7 @@ import math
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qsl, quote_from_bytes, unquote_to_bytes
@@ -973,12 +973,6 @@ def scan_message(settings: DlpSettings, data: str | bytes) -> Finding | None:
         return _undecodable("websocket", exc)
 
 
-def _labels_below(host: str, zones: Iterable[str]) -> str | None:
-    host = host.lower().rstrip(".")
-    below = [host[: -len(z) - 1] for z in zones if host.endswith("." + z.lower().rstrip("."))]
-    return max(below, key=len) if below else None
-
-
 def _base32_layer(data: bytes) -> bytes | None:
     out: list[bytes] = []
     for m in re.finditer(rb"[a-z2-7]{16,}", data):
@@ -994,18 +988,16 @@ def _base32_layer(data: bytes) -> bytes | None:
     return b"\n".join(out) if out else None
 
 
-def scan_host(settings: DlpSettings, host: str, zones: Iterable[str]) -> Finding | None:
-    """A finding in the labels of ``host`` below the widest of ``zones`` it is under.
-
-    ``zones`` are the bottle's wildcard zones (``example.com`` for ``*.example.com``);
-    a name under none of them (an exact route) has no label the agent chose. The labels
+def scan_host(settings: DlpSettings, below: str | None) -> Finding | None:
+    """A finding in ``below``, the labels of a host name the agent chose: those below
+    the widest wildcard zone it is under, as the policy compiler gives them
+    (``_policy.chosen_labels``; None for an exact route's name). The labels
     are scanned one by one and joined (without dots: a value split across labels),
     plain, hex- and base32-decoded, then through the usual layers; known secrets
     compare without regard to case.
     """
     if not settings.scans_outbound:
         return None
-    below = _labels_below(host, zones)
     if not below:
         return None
     labels = below.encode("ascii", "replace")

@@ -60,7 +60,10 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._egress import (
     IPAddress,
     RefusedError,
 )
-from ansible_collections.botbottle.bottle.plugins.module_utils._policy import route_for
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
+    chosen_labels,
+    route_for,
+)
 
 OPTION = "bb_egress_config"
 #: flow.metadata key: the route whose credential request() puts on the flow
@@ -518,8 +521,8 @@ class EgressAddon:
         if route is None or not route.startswith("*."):
             return
         settings = self._dlp_settings(config, route)
-        zones = config.policy.wildcard_zones
-        finding = await asyncio.to_thread(_dlp.scan_host, settings, target.host, zones)
+        below = chosen_labels(config.policy, target.host)
+        finding = await asyncio.to_thread(_dlp.scan_host, settings, below)
         if finding is None:
             return
         outcome = _dlp.outcome(settings, finding)

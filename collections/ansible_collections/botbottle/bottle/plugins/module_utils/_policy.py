@@ -930,6 +930,26 @@ def route_for(policy: EgressPolicy, name: str) -> str | None:
     return None if zone is None else "*." + zone
 
 
+def chosen_labels(policy: EgressPolicy, name: str) -> str | None:
+    """The labels of ``name`` that the agent chose: those below the *widest* wildcard
+    zone it is under (``a.b`` of ``a.b.files.example.com`` with ``*.example.com``),
+    as the resolver compares them. None for an exact route's name (nothing of it was
+    chosen) and for a name no route allows. Data-loss prevention scans these."""
+    if route_for(policy, name) in (None, *policy.exact_hosts):
+        return None
+    queried = _query_name(name)
+    if queried is None:
+        return None
+    zones = frozenset(policy.wildcard_zones)
+    widest = None
+    start = queried.find(".")
+    while start != -1:
+        if queried[start + 1 :] in zones:
+            widest = start
+        start = queried.find(".", start + 1)
+    return None if widest is None else queried[:widest]
+
+
 def allows_name(policy: EgressPolicy, name: str) -> bool:
     """The reference semantics: may a bottle with ``policy`` resolve ``name``?
 
