@@ -358,6 +358,11 @@ def test_the_token_is_in_no_artifact_or_log(lab: Lab) -> None:
     assert any(e.get("event") == "response" for e in entries)
     assert any(e.get("rule") == "auth-over-http" for e in entries)
     assert lab.artifacts.is_dir() and any(lab.artifacts.rglob("job_events/*.json"))
+    # `bottle audit` finds the proxy's log under the host's own docker_bottle_state_dir
+    audit = up(lab.artifacts, "audit", NAME, "-i", str(lab.inventory), **CONTROLLER_ENV)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert "egress-proxy" in audit.stdout and "auth-over-http" in audit.stdout, audit.stdout
+    lab.outputs.append(audit.stdout + audit.stderr)
     containers = _bottle_containers(NAME)
     assert AGENT in containers and PROXY_CONTAINER in containers, containers
     inspected = [_docker("inspect", c).stdout for c in containers]

@@ -18,6 +18,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle im
     blocked_destinations,
     file_digest,
     hardening,
+    log_files,
     parse_rules_dump,
     plan,
     want,
@@ -580,3 +581,10 @@ def test_a_route_credential_that_was_not_passed_fails_the_plan() -> None:
     assert wanted(policy=policy, credentials={"FORGE": "tok-abcdefgh"}).proxy_secrets
     with pytest.raises(PlanError, match="credentials of routes with auth are missing: FORGE"):
         wanted(policy=policy)
+
+
+def test_log_files_follow_the_state_directory() -> None:
+    assert log_files("/srv/bb/", "demo") == (
+        "/srv/bb/demo/log/queries.log",
+        "/srv/bb/demo/log/egress/egress.jsonl",
+    )

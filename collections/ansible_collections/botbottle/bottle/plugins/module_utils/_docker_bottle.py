@@ -125,6 +125,11 @@ RESOLVER_ARGV = (
     "exec dnsmasq --keep-in-foreground -C /etc/bottle/dnsmasq.conf",
 )
 HEALTH_NAME = "bot-bottle-health.invalid"
+#: Where the Docker backend keeps its bottles' files by default (``<state_dir>/<name>``).
+STATE_DIR = "/var/lib/bot-bottle/docker"
+#: Below a bottle's directory: the resolver's log directory, and the proxy's inside it.
+LOG_DIR = "log"
+EGRESS_LOG_DIR = "log/egress"
 # Bumped when the engine makes the proxy container differently for the same spec
 # (2: a tmpfs for its runtime secrets), so proxies made the old way are re-made.
 _PROXY_LAYOUT = 2
@@ -277,6 +282,15 @@ def hardening(
         "mounts": [list(m) for m in mounts],
         "init": bool(host_config.get("Init")),
     }
+
+
+def log_files(state_dir: str, name: str) -> tuple[str, str]:
+    """The resolver's query log and the egress proxy's log of bottle ``name``."""
+    directory = f"{state_dir.rstrip('/')}/{name}"
+    return (
+        f"{directory}/{LOG_DIR}/queries.log",
+        f"{directory}/{EGRESS_LOG_DIR}/{LOG_FILE_NAME}",
+    )
 
 
 def ca_dir(directory: str) -> str:
@@ -840,6 +854,7 @@ __all__ = [
     "digest",
     "file_digest",
     "firewall_stamp",
+    "log_files",
     "parse_rules_dump",
     "plan",
     "proxy_refused",

@@ -24,9 +24,11 @@ from typing import Any
 from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle import (
     BOTTLE_LABEL,
     COMPONENT_LABEL,
+    EGRESS_LOG_DIR,
     GUARD_BINARY,
     HEALTH_NAME,
     HOLDER_SCRIPT,
+    LOG_DIR,
     MANAGED_LABEL,
     MANAGED_VALUE,
     POLICY_LABEL,
@@ -435,10 +437,10 @@ class Engine:
             return f"stopping its agent failed too ({exc}): stop {self.names.agent} by hand"
 
     def _write_files(self) -> None:
-        os.makedirs(os.path.join(self.directory, "log"), mode=0o755, exist_ok=True)
+        os.makedirs(os.path.join(self.directory, LOG_DIR), mode=0o755, exist_ok=True)
         os.chmod(self.directory, 0o755)
         # the proxy (its own user) writes its decisions here; the audit reads them
-        egress_log = os.path.join(self.directory, "log", "egress")
+        egress_log = os.path.join(self.directory, EGRESS_LOG_DIR)
         os.makedirs(egress_log, mode=0o755, exist_ok=True)
         os.chown(egress_log, PROXY_UID, PROXY_UID)
         for name, content in self.want.files.items():
@@ -527,7 +529,7 @@ class Engine:
                 "cap_add": _RESOLVER_CAPS,
                 "mounts": [
                     Mount("/etc/bottle", self.directory, type="bind", read_only=True),
-                    Mount("/var/log/bottle", os.path.join(self.directory, "log"), type="bind"),
+                    Mount("/var/log/bottle", os.path.join(self.directory, LOG_DIR), type="bind"),
                 ],
             },
             command=list(RESOLVER_ARGV),
@@ -647,7 +649,7 @@ class Engine:
                 read_only=True,
             ),
             Mount(CONTAINER_CONFDIR, ca_dir(self.directory), type="bind", read_only=True),
-            Mount(CONTAINER_LOG_DIR, os.path.join(self.directory, "log", "egress"), type="bind"),
+            Mount(CONTAINER_LOG_DIR, os.path.join(self.directory, EGRESS_LOG_DIR), type="bind"),
         ]
         if spec.get("trusted_ca"):
             mounts.append(

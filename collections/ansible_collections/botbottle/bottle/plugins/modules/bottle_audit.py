@@ -26,6 +26,10 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._audit_store impo
     paths,
     with_sources,
 )
+from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle import (
+    STATE_DIR,
+    log_files,
+)
 from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import (
     CLIENT_ARGUMENT_SPEC,
     SmolvmError,
@@ -78,16 +82,22 @@ options:
   log_path:
     description:
       - The resolver's query log (Docker example).
-      - Defaults to C(/var/lib/bot-bottle/docker/<name>/log/queries.log), where the
-        C(docker_bottle_example) role keeps it.
+      - Defaults to C(<state_dir>/<name>/log/queries.log), where the C(docker_bottle) module
+        keeps it.
     type: path
   egress_log_path:
     description:
       - The egress proxy's log (Docker).
-      - Defaults to C(/var/lib/bot-bottle/docker/<name>/log/egress/egress.jsonl), where the
+      - Defaults to C(<state_dir>/<name>/log/egress/egress.jsonl), where the
         C(docker_bottle) module mounts the proxy's log directory. A missing file is no
         entries (C(egress.log) 0 writes nothing).
     type: path
+  state_dir:
+    description:
+      - The Docker backend's state directory (the C(state_dir) of M(botbottle.bottle.docker_bottle),
+        C(docker_bottle_state_dir) of the role), where both logs are found.
+    type: path
+    default: /var/lib/bot-bottle/docker
   machine:
     description: The smolvm machine's name; defaults to C(bottle-<name>).
     type: str
@@ -183,11 +193,9 @@ def _source(module: AnsibleModule, now: datetime) -> Source:
     params = module.params
     name = params["name"]
     if params["backend"] == "docker":
-        log = params["log_path"] or f"/var/lib/bot-bottle/docker/{name}/log/queries.log"
-        egress = (
-            params["egress_log_path"]
-            or f"/var/lib/bot-bottle/docker/{name}/log/egress/egress.jsonl"
-        )
+        queries, egress_log = log_files(params["state_dir"], name)
+        log = params["log_path"] or queries
+        egress = params["egress_log_path"] or egress_log
         return with_sources(dnsmasq_source(log, now), {"egress": egress_source(egress)})
     client = client_from_params(params)
     machine = params["machine"] or f"bottle-{name}"
@@ -251,6 +259,7 @@ def main() -> None:
             "backend": {"type": "str", "required": True, "choices": ["docker", "smolmachines"]},
             "log_path": {"type": "path"},
             "egress_log_path": {"type": "path"},
+            "state_dir": {"type": "path", "default": STATE_DIR},
             "machine": {"type": "str"},
             "audit_dir": {"type": "path", "default": "/var/lib/bot-bottle/audit"},
             "max_entries": {"type": "int", "default": 10000},
