@@ -42,6 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import object_name
 from ansible_collections.botbottle.bottle.plugins.module_utils._egress import (
     AGENT_CA_FILE,
     HOST_MISMATCH,
@@ -1045,22 +1046,22 @@ class BottleSpec:
     def agent(self) -> str:
         """The Docker container or microVM the probe runs in."""
         given = self.container if self.docker else self.machine
-        return given or f"bottle-{self.name}"
+        return given or object_name(self.name)
 
     @property
     def resolver(self) -> str:
         """Docker: the neighbour container where the near controls run."""
-        return self.neighbour or f"bottle-{self.name}-resolver"
+        return self.neighbour or object_name(self.name, "resolver")
 
     @property
     def proxy(self) -> str:
         """Docker: the bottle's egress proxy container."""
-        return f"bottle-{self.name}-proxy"
+        return object_name(self.name, "proxy")
 
     @property
     def bottle_network(self) -> str:
         """Docker: the network whose gateway is probed."""
-        return self.network or f"bottle-{self.name}"
+        return self.network or object_name(self.name)
 
 
 _SPEC_TEXT = ("container", "neighbour", "network", "machine")
@@ -1147,8 +1148,8 @@ def _leak_fix(row: Mapping[str, Any]) -> str:
     if proxy_leaks and CAPABILITIES not in leaks:
         return (
             f"Its egress proxy let through what it must refuse: remove it (docker rm -f "
-            f"bottle-{row['bottle']}-proxy) and re-run `bottle up`, which creates it anew"
-            + (" and reloads its rules" if set(leaks) - proxy_leaks else "")
+            f"{object_name(str(row['bottle']), 'proxy')}) and re-run `bottle up`, which creates "
+            "it anew" + (" and reloads its rules" if set(leaks) - proxy_leaks else "")
         )
     if CAPABILITIES not in leaks:
         return "Stop its agent and re-run `bottle up`, which reloads its rules"

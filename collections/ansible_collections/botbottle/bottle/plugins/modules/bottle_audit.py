@@ -26,6 +26,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._audit_store impo
     paths,
     with_sources,
 )
+from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import object_name
 from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle import (
     STATE_DIR,
     log_files,
@@ -198,7 +199,7 @@ def _source(module: AnsibleModule, now: datetime) -> Source:
         egress = params["egress_log_path"] or egress_log
         return with_sources(dnsmasq_source(log, now), {"egress": egress_source(egress)})
     client = client_from_params(params)
-    machine = params["machine"] or f"bottle-{name}"
+    machine = params["machine"] or object_name(name)
 
     def _events(cursor: Mapping[str, Any]) -> tuple[list[Refusal], dict[str, Any]]:
         return parse_smolvm_events(client.egress_events(machine)), dict(cursor)
