@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tools.schemadoc import render_reference
 
-from botbottle.schemadoc import render_reference
 from tests.helpers import ansible
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,7 +16,7 @@ COLLECTION = ROOT / "collections" / "ansible_collections" / "botbottle" / "bottl
 def test_manifest_reference_is_up_to_date() -> None:
     committed = (ROOT / "docs" / "manifest.md").read_text()
     assert committed == render_reference(), (
-        "docs/manifest.md is stale: run .venv/bin/python -m botbottle.schemadoc > docs/manifest.md"
+        "docs/manifest.md is stale: run .venv/bin/python -m tools.schemadoc > docs/manifest.md"
     )
 
 

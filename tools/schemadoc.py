@@ -1,7 +1,8 @@
 """Render the manifest reference (docs/manifest.md) from the JSON Schema.
 
-The schema's descriptions are the reference; this only lays them out.
-``python -m botbottle.schemadoc > docs/manifest.md`` regenerates the file, and
+A developer tool of the checkout, not part of the installed package. The schema's
+descriptions are the reference; this only lays them out.
+``.venv/bin/python -m tools.schemadoc > docs/manifest.md`` regenerates the file, and
 a test fails when the committed copy is stale.
 """
 
@@ -74,7 +75,7 @@ def render_reference() -> str:
     lines = [
         "# Bottle manifest reference",
         "",
-        "<!-- Generated from schemas/bottle.schema.json by `python -m botbottle.schemadoc`;"
+        "<!-- Generated from schemas/bottle.schema.json by `python -m tools.schemadoc`;"
         " do not edit. -->",
         "",
         " ".join(str(data["description"]).split()),
