@@ -11,6 +11,8 @@ from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 from ansible.utils.display import Display
 
+from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import STATES
+
 try:
     from botbottle.enforcement import AUTO, BACKENDS, backend_problems
     from botbottle.manifest import env_summary, resolve_all
@@ -163,9 +165,6 @@ def _load(
     return result
 
 
-_STATES = ("started", "present", "stopped", "absent")
-
-
 class LookupModule(LookupBase):
     """Load bottle manifests."""
 
@@ -184,10 +183,10 @@ class LookupModule(LookupBase):
                             "write {manifest: PATH, state: started|present|stopped|absent}"
                         )
                     state = str(item.get("state", "started"))
-                    if state not in _STATES:
+                    if state not in STATES:
                         raise AnsibleLookupError(
                             f"bottle {item['manifest']}: state {state!r} is not one of "
-                            f"{', '.join(_STATES)}"
+                            f"{', '.join(STATES)}"
                         )
                     item = item["manifest"]
                 path = os.path.join(basedir, str(item))

@@ -11,6 +11,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import STATES
 from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     policy_from_dict,
     render_smolvm,
@@ -249,7 +250,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "state": {
         "type": "str",
         "default": "present",
-        "choices": ["present", "started", "stopped", "absent"],
+        "choices": list(STATES),
     },
     "egress": {"type": "dict"},
     "image": {"type": "str"},
