@@ -9,12 +9,24 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._audit import (
     describe,
     since_cutoff,
 )
+from ansible_collections.botbottle.bottle.plugins.module_utils._probe import (
+    INCONCLUSIVE,
+    LEAK,
+    NOT_RUNNING,
+    SEALED,
+    fleet_verdict,
+)
 
-__all__ = ["audit_lines", "audit_rows", "since_cutoff", "verify_lines", "verify_outcome"]
-
-SEALED = "sealed"
-LEAK = "leak"
-INCONCLUSIVE = "inconclusive"
+__all__ = [
+    "INCONCLUSIVE",
+    "LEAK",
+    "SEALED",
+    "audit_lines",
+    "audit_rows",
+    "since_cutoff",
+    "verify_lines",
+    "verify_outcome",
+]
 
 
 def _rows(report: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[tuple[str, Mapping[str, Any]]]:
@@ -24,11 +36,7 @@ def _rows(report: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[tuple[str, 
 def verify_outcome(report: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
     """The fleet's verdict: ``leak`` > ``inconclusive`` > ``sealed`` (``none`` if no
     running bottle was probed)."""
-    verdicts = {row.get("verdict") for _host, row in _rows(report)}
-    for verdict in (LEAK, INCONCLUSIVE, SEALED):
-        if verdict in verdicts:
-            return verdict
-    return "none"
+    return fleet_verdict(str(row.get("verdict")) for _host, row in _rows(report))
 
 
 def verify_lines(report: Mapping[str, Sequence[Mapping[str, Any]]], *, details: bool) -> list[str]:
@@ -42,7 +50,7 @@ def verify_lines(report: Mapping[str, Sequence[Mapping[str, Any]]], *, details: 
             f"{counts.get('pass', 0):>4} {counts.get('leak', 0):>4} "
             f"{counts.get('inconclusive', 0):>12}"
         )
-        if not details and row["verdict"] in (SEALED, "not-running"):
+        if not details and row["verdict"] in (SEALED, NOT_RUNNING):
             continue
         for check in row.get("results") or []:
             if not details and check["verdict"] == "pass":

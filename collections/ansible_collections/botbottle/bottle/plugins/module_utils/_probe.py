@@ -1102,6 +1102,13 @@ def parse_bottles(entries: Sequence[Mapping[str, Any]]) -> list[BottleSpec]:
     return specs
 
 
+def fleet_verdict(verdicts: Iterable[str]) -> str:
+    """What ``bottle verify`` answers for a fleet: ``leak`` > ``inconclusive`` >
+    ``sealed``; ``none`` when no running bottle was probed (planned, not running)."""
+    seen = set(verdicts)
+    return next((v for v in (LEAK, INCONCLUSIVE, SEALED) if v in seen), "none")
+
+
 def host_verdict(verdicts: Iterable[str]) -> str:
     """The most serious of a host's bottle verdicts: ``leak`` > ``inconclusive`` >
     ``sealed`` > ``planned`` > ``not-running`` (also when there is no bottle)."""
