@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from botbottle import __version__, enforcement, execute, fleet, report
-from botbottle.manifest import Bottle, Problem, _display, env_summary, resolve_all
+from botbottle.manifest import Bottle, Problem, display_path, env_summary, resolve_all
 from botbottle.policy import render_dnsmasq, render_firewall, render_smolvm, warnings
 
 EXIT_OK = 0
@@ -187,8 +187,8 @@ def _resolve(paths: Sequence[str], err: TextIO) -> tuple[list[Bottle], list[Prob
 def _bottle_base(bottle: Bottle) -> dict[str, Any]:
     return {
         "name": bottle.name,
-        "file": _display(bottle.file),
-        "chain": [_display(p) for p in bottle.chain],
+        "file": display_path(bottle.file),
+        "chain": [display_path(p) for p in bottle.chain],
     }
 
 
@@ -302,7 +302,7 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write("\n")
     else:
         for bottle in bottles:
-            print(f"ok  {bottle.name:<20} {_display(bottle.file)}", file=out)
+            print(f"ok  {bottle.name:<20} {display_path(bottle.file)}", file=out)
         _print_problems(problems, err)
         print(
             f"{len(bottles)} bottle(s) valid, {len(problems)} error(s) (backends: "

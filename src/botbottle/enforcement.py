@@ -37,7 +37,7 @@ from botbottle.manifest import (
     Document,
     ManifestError,
     Problem,
-    _display,
+    display_path,
     json_path,
     load_document,
 )
@@ -147,10 +147,10 @@ def backend_problems(bottle: Bottle, backend: str, context: str = "") -> list[Pr
     for item, text, fix in entries:
         origin = _origin(documents, item)
         if origin is None:
-            file, path, line, message = _display(bottle.file), item.path, None, text()
+            file, path, line, message = display_path(bottle.file), item.path, None, text()
         else:
             doc, parts, route = origin
-            file, path, line = _display(doc.file), json_path(parts), doc.line_of(parts)
+            file, path, line = display_path(doc.file), json_path(parts), doc.line_of(parts)
             message = text(route)
         if context:
             message += f"; {context}"

@@ -149,7 +149,8 @@ def json_path(parts: Iterable[str | int]) -> str:
     return text
 
 
-def _display(path: Path) -> str:
+def display_path(path: Path) -> str:
+    """``path`` as messages show it: relative to the working directory when below it."""
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop
@@ -158,7 +159,7 @@ def _display(path: Path) -> str:
 
 def _display_link(path: Path) -> str:
     """``path`` shown without following its last component (a symlink)."""
-    return str(Path(_display(path.parent)) / path.name)
+    return str(Path(display_path(path.parent)) / path.name)
 
 
 def _not_a_file(path: Path) -> Problem | None:
@@ -199,7 +200,7 @@ def _scan(folder: Path, found: list[Path], problems: list[Problem], skipped: lis
     except OSError as exc:
         problems.append(
             Problem(
-                _display(folder),
+                display_path(folder),
                 "$",
                 f"cannot list the folder: {exc.strerror}",
                 "check its permissions",
@@ -618,7 +619,7 @@ def _read_text(path: Path, shown: str) -> str:
 
 def load_document(path: Path) -> Document:
     """Read one manifest file. Raises :class:`ManifestError`."""
-    shown = _display(path)
+    shown = display_path(path)
     name = path.stem
     if path.suffix not in MANIFEST_SUFFIXES:
         raise ManifestError(
@@ -1071,7 +1072,7 @@ class _Resolver:
         """Schema-check one document as written (once). Raises :class:`ManifestError`."""
         key = self.key(doc)
         if key not in self._checked:
-            self._checked[key] = schema_problems(doc.data, doc, _display(doc.file))
+            self._checked[key] = schema_problems(doc.data, doc, display_path(doc.file))
         if self._checked[key]:
             raise ManifestError(self._checked[key])
 
@@ -1084,7 +1085,7 @@ class _Resolver:
             raise ManifestError(
                 [
                     Problem(
-                        _display(doc.file),
+                        display_path(doc.file),
                         json_path(where),
                         f"extends chain longer than {MAX_EXTENDS_DEPTH} bottles: "
                         + _chain_text(exc.chain),
@@ -1147,7 +1148,7 @@ class _Resolver:
 
     def _parent(self, doc: Document, parent: str, where: list[str | int]) -> Document:
         """The parent document ``parent`` of ``doc``, loaded and schema-checked."""
-        shown = _display(doc.file)
+        shown = display_path(doc.file)
         names = [d.name for d in self._open.values()]
 
         def refuse(message: str, fix: str) -> ManifestError:
@@ -1166,7 +1167,7 @@ class _Resolver:
             raise refuse(
                 f"parent bottle {parent!r} not found (chain: {_chain_text([*names, parent])}; "
                 f"looked for {parent}.yml, {parent}.yaml, {parent}.md in "
-                f"{_display(doc.file.parent)})",
+                f"{display_path(doc.file.parent)})",
                 f"create {parent}.yml next to {doc.file.name} or fix the name",
             )
         if len(candidates) > 1:
@@ -1182,7 +1183,7 @@ class _Resolver:
             cycle = [self._open[k].name for k in on_cycle[on_cycle.index(target) :]]
             message = f"extends cycle: {_chain_text([*cycle, parent])}"
             if candidates[0].is_symlink():
-                message += f" ({candidates[0].name} is a symlink to {_display(target)})"
+                message += f" ({candidates[0].name} is a symlink to {display_path(target)})"
             raise refuse(message, f"remove 'extends: {parent}' or break the loop elsewhere")
         parent_doc = self.load(candidates[0])
         self.check(parent_doc)
@@ -1245,14 +1246,14 @@ def resolve(path: str | Path, resolver: _Resolver | None = None) -> Bottle:
     """Load, merge, validate and compile one bottle. Raises :class:`ManifestError`."""
     resolver = resolver or _Resolver()
     doc = resolver.load(Path(path))
-    shown = _display(doc.file)
+    shown = display_path(doc.file)
     resolver.check(doc)
     chain = resolver.linearise(doc)
     merged = merge([d.data for d in chain])
     # A bottle without parents was checked as written just above.
     problems = schema_problems(merged, None, shown) if len(chain) > 1 else []
     if problems:
-        parents = _chain_text([_display(d.file) for d in chain[:-1]], ", ")
+        parents = _chain_text([display_path(d.file) for d in chain[:-1]], ", ")
         raise ManifestError(
             [
                 Problem(
@@ -1305,10 +1306,10 @@ def resolve_all(
             report(
                 [
                     Problem(
-                        _display(file),
+                        display_path(file),
                         "$",
                         f"bottle name {bottle.name!r} is also defined by "
-                        f"{_display(names[bottle.name])}",
+                        f"{display_path(names[bottle.name])}",
                         "keep one file per bottle name",
                     )
                 ]
