@@ -11,7 +11,7 @@ from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 from ansible.utils.display import Display
 
-from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import STATES
+from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import STATES, object_name
 
 try:
     from botbottle.enforcement import AUTO, BACKENDS, backend_problems
@@ -87,6 +87,11 @@ _list:
     name:
       description: Bottle name (the file name without extension).
       type: str
+    object:
+      description: >-
+        What the bottle's machine (smolmachines) or agent container and network (Docker) are
+        called on its host, C(bottle-<name>).
+      type: str
     file:
       description: The manifest's path.
       type: str
@@ -153,6 +158,7 @@ def _load(
         result.append(
             {
                 "name": bottle.name,
+                "object": object_name(bottle.name),
                 "file": str(bottle.file),
                 "chain": [str(p) for p in bottle.chain],
                 "manifest": manifest,
