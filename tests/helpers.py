@@ -114,12 +114,23 @@ def require_images(*images: str) -> None:
         assert done.returncode == 0, f"building {image} failed:\n{done.stdout[-3000:]}"
 
 
+def _remove_network(network: str) -> None:
+    """Remove a test-owned network and the containers an interrupted run left on it
+    (its bottles' resolvers and proxies are attached to it)."""
+    attached = docker(
+        "network", "inspect", "-f", "{{range .Containers}}{{.Name}} {{end}}", network
+    ).stdout.split()
+    if attached:
+        docker("rm", "-f", *attached)
+    docker("network", "rm", network)
+
+
 @contextmanager
 def egress_network(network: str, subnet: str, gateway: str, log: Path) -> Iterator[int]:
     """A test-owned internal Docker network whose gateway (this machine) runs a fake
     upstream resolver (tests/fake_upstream.py): the bottles' only "internet". Yields the
     resolver's port; removes both afterwards. Nothing here reaches an outside address."""
-    docker("network", "rm", network)  # left over by an interrupted run
+    _remove_network(network)  # left over by an interrupted run
     created = docker("network", "create", "--internal", "--subnet", subnet, network)
     assert created.returncode == 0, created.stderr
     port, servers = serve(gateway, 0, log)
