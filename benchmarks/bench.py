@@ -40,10 +40,16 @@ import yaml
 from dnslib import DNSRecord
 from tests.fake_upstream import serve
 
-from botbottle.manifest import resolve_all
-from botbottle.policy import compile_policy, render_dnsmasq, render_firewall, render_smolvm
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
+    compile_policy,
+    render_dnsmasq,
+    render_firewall,
+    render_smolvm,
+)
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import resolve_all
 
 ROOT = Path(__file__).resolve().parents[1]
+COLLECTION = ROOT / "collections" / "ansible_collections" / "botbottle" / "bottle"
 BOTTLE = str(Path(sys.executable).parent / "bottle")
 PREFIX = "bbperf"  # every bottle, network and container of the benchmark
 EGRESS = f"{PREFIX}-egress"
@@ -694,7 +700,7 @@ _STATUS_STATES = frozenset(
 
 APT_STAMP = Path("/var/lib/apt/periodic/update-success-stamp")
 APT_LISTS = Path("/var/lib/apt/lists")
-SMOLMACHINES_DEFAULTS = ROOT / "roles" / "smolmachines_host" / "defaults" / "main.yml"
+SMOLMACHINES_DEFAULTS = COLLECTION / "roles" / "smolmachines_host" / "defaults" / "main.yml"
 
 
 def demo_offline_problems(margin_s: float = 3600.0) -> list[str]:

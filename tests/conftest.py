@@ -1,8 +1,5 @@
 """Shared test set-up.
 
-Importing ``botbottle`` puts the collection (collections/) on ``sys.path``, so
-tests can import ``ansible_collections.botbottle.bottle.plugins.module_utils``
-the way the package does.
+The collection is importable as ``ansible_collections.botbottle.bottle`` because the
+package installs it (editable: mapped to the checkout's ``collections/``).
 """
-
-import botbottle  # noqa: F401

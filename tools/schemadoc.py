@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from botbottle.manifest import schema
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest_schema import schema
 
 
 def _resolve(node: Mapping[str, Any]) -> Mapping[str, Any]:

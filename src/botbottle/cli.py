@@ -18,9 +18,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from botbottle import __version__, enforcement, execute, fleet, report
-from botbottle.manifest import Bottle, Problem, display_path, env_summary, resolve_all
-from botbottle.policy import render_dnsmasq, render_firewall, render_smolvm, warnings
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
+    render_dnsmasq,
+    render_firewall,
+    render_smolvm,
+    warnings,
+)
+from ansible_collections.botbottle.bottle.plugins.plugin_utils import _enforcement as enforcement
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import (
+    Bottle,
+    env_summary,
+    resolve_all,
+)
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._problem import Problem, display_path
+from botbottle import __version__, execute, fleet, report
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -416,11 +427,11 @@ def _cmd_fleet(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.command == "down":
         extravars.update(bottle_state_override="absent", bottle_verify=False)
     elif args.command == "status":
-        playbook = "playbooks/status.yml"
+        playbook = "status.yml"
     elif args.command == "verify":
-        playbook = "playbooks/verify_fleet.yml"
+        playbook = "verify_fleet.yml"
     elif args.command == "audit":
-        playbook = "playbooks/audit.yml"
+        playbook = "audit.yml"
         extravars.update(bottle_audit_name=args.name, bottle_audit_since=args.since or "")
     if getattr(args, "backend", None):
         extravars["bottle_backend_override"] = args.backend

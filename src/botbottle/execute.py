@@ -41,9 +41,10 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle im
     GUARD_BINARY,
     SEAL,
 )
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import Bottle, resolve_all
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._problem import Problem
 from botbottle import fleet
-from botbottle._paths import PROJECT_DIR
-from botbottle.manifest import Bottle, Problem, resolve_all
+from botbottle._paths import ansible_env
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -439,7 +440,7 @@ def load_inventory(inventory: str, limit: str | None) -> dict[str, Any]:
     out, err, rc = ansible_runner.run_command(
         executable_cmd="ansible-inventory",
         cmdline_args=["--list", "-i", inventory, "--limit", limit],
-        envvars={"ANSIBLE_CONFIG": str(PROJECT_DIR / "ansible.cfg")},
+        envvars=ansible_env(),
         quiet=True,
         runner_mode="subprocess",  # stderr (warnings) apart from the JSON
     )

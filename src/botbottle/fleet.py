@@ -19,9 +19,13 @@ from typing import Any, TextIO
 
 import ansible_runner
 
-from botbottle import enforcement
-from botbottle._paths import PROJECT_DIR
-from botbottle.manifest import Problem, env_summary, resolve_all
+from ansible_collections.botbottle.bottle.plugins.plugin_utils import _enforcement as enforcement
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import (
+    env_summary,
+    resolve_all,
+)
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._problem import Problem
+from botbottle._paths import PLAYBOOKS_DIR, ansible_env
 
 ARTIFACTS_ENV = "BOTTLE_ARTIFACTS_DIR"
 _RESULT_EVENTS = {
@@ -294,7 +298,7 @@ def run_playbook(
     extravars: Mapping[str, Any] | None = None,
     runner_run: Callable[..., Any] | None = None,
 ) -> tuple[int, Path]:
-    """Run a project playbook through ansible-runner; returns (rc, artifacts dir)."""
+    """Run one of the collection's playbooks through ansible-runner; returns (rc, artifacts dir)."""
     _tools_on_path()
     runner_run = runner_run or ansible_runner.run
     root = artifacts_root()
@@ -305,14 +309,14 @@ def run_playbook(
     try:
         runner = runner_run(
             private_data_dir=str(root),
-            project_dir=str(PROJECT_DIR),
-            playbook=str(PROJECT_DIR / playbook),
+            project_dir=str(PLAYBOOKS_DIR),
+            playbook=str(PLAYBOOKS_DIR / playbook),
             inventory=inventory,
             limit=limit,
             cmdline=cmdline,
             extravars=dict(extravars or {}),
             envvars={
-                "ANSIBLE_CONFIG": str(PROJECT_DIR / "ansible.cfg"),
+                **ansible_env(),
                 "ANSIBLE_NOCOLOR": "1",
                 "ANSIBLE_FORCE_COLOR": "0",
             },
@@ -371,7 +375,7 @@ def load_inventory(inventory: str) -> dict[str, Any]:
         inventories=[inventory],
         response_format="json",
         quiet=True,
-        envvars={"ANSIBLE_CONFIG": str(PROJECT_DIR / "ansible.cfg")},
+        envvars=ansible_env(),
     )
     if isinstance(out, dict):
         return out

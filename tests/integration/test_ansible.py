@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from botbottle.policy import build_policy, render_dnsmasq, render_firewall, render_smolvm
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
+    build_policy,
+    render_dnsmasq,
+    render_firewall,
+    render_smolvm,
+)
 from tests.helpers import ansible
 
 pytestmark = pytest.mark.integration
@@ -35,7 +40,7 @@ def test_filters_render_exactly_what_the_compiler_renders(tmp_path: Path) -> Non
 
 
 def test_validation_play_compiles_each_hosts_bottles() -> None:
-    proc = playbook("playbooks/validate.yml", "-i", "examples/inventory/local.yml")
+    proc = playbook("botbottle.bottle.validate", "-i", "examples/inventory/local.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "web-dev: policy sha256:" in proc.stdout
     assert "base: policy sha256:" in proc.stdout
@@ -83,7 +88,7 @@ def test_site_refuses_a_key_the_hosts_backend_does_not_enforce(tmp_path: Path) -
     assert "Bring each host's bottles" not in out  # stopped before any host
     # removing the bottle (bottle down) needs nothing enforced
     down = playbook(
-        "playbooks/validate.yml",
+        "botbottle.bottle.validate",
         "-i",
         "examples/inventory/local.yml",
         "-e",

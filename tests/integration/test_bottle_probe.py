@@ -42,7 +42,8 @@ from tests.helpers import ON_LOCALHOST, ansible
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE = ROOT / "roles" / "bottle_verify" / "files" / "bottle-probe.c"
+COLLECTION = ROOT / "collections" / "ansible_collections" / "botbottle" / "bottle"
+SOURCE = COLLECTION / "roles" / "bottle_verify" / "files" / "bottle-probe.c"
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +269,7 @@ _BUILD_PLAY = """
   tasks:
     - name: The role's probe tasks
       ansible.builtin.include_role:
-        name: bottle_verify
+        name: botbottle.bottle.bottle_verify
         tasks_from: probe
       vars:
         bottle_verify_probe_dir: {cache}

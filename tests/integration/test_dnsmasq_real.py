@@ -20,8 +20,12 @@ from pathlib import Path
 import pytest
 from dnslib import RCODE, DNSLabel, DNSRecord
 
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
+    allows_name,
+    build_policy,
+    render_dnsmasq,
+)
 from botbottle.cli import main
-from botbottle.policy import allows_name, build_policy, render_dnsmasq
 from tests.dns_semantics import dnsmasq_outcome
 from tests.fake_upstream import serve
 

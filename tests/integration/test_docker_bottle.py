@@ -22,7 +22,7 @@ import pytest
 
 from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle import SEAL
 from ansible_collections.botbottle.bottle.plugins.module_utils._egress import PROXY_ENV_NAMES
-from botbottle.policy import build_policy
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import build_policy
 from tests.helpers import (
     ROOT,
     egress_network,

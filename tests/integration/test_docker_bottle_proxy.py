@@ -36,7 +36,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils import _egress
 from ansible_collections.botbottle.bottle.plugins.module_utils._docker_net import (
     bottle_addresses,
 )
-from botbottle.policy import build_policy
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import build_policy
 from tests.egress_lab import DNSMASQ, TESTS_DIR, Stand, certificates, egress_client, ip_on
 from tests.helpers import ROOT, bottle, require_docker, require_images, run_module
 from tests.helpers import docker as _docker

@@ -27,7 +27,7 @@ from urllib.parse import quote
 import pytest
 
 from ansible_collections.botbottle.bottle.plugins.module_utils import _dlp, _egress
-from botbottle.policy import compile_policy
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import compile_policy
 from tests.egress_lab import DNSMASQ, Stand, certificates, egress_client, proxy_files
 from tests.helpers import require_docker
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from ansible_collections.botbottle.bottle.plugins.module_utils import _egress
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import compile_policy
 from botbottle import report
-from botbottle.policy import compile_policy
 from tests.egress_lab import DNSMASQ, Stand, certificates, egress_client, proxy_files, proxy_image
 from tests.helpers import ansible, require_docker, require_images
 from tests.helpers import docker as _docker

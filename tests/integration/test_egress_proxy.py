@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from ansible_collections.botbottle.bottle.plugins.module_utils import _egress
-from botbottle.policy import build_policy
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import build_policy
 from tests.egress_lab import (
     DNSMASQ,
     TESTS_DIR,

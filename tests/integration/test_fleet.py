@@ -86,7 +86,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                         {
                             "name": "Image",
                             "ansible.builtin.include_role": {
-                                "name": "docker_bottle_example",
+                                "name": "botbottle.bottle.docker_bottle_example",
                                 "tasks_from": "image",
                             },
                         }

@@ -29,12 +29,17 @@ import pytest
 import smol
 
 from ansible_collections.botbottle.bottle.plugins.module_utils._boot_probe import probe
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
+    EgressPolicy,
+    build_policy,
+    compile_policy,
+    render_smolvm,
+)
 from ansible_collections.botbottle.bottle.plugins.module_utils._smolmachine import (
     create_args,
     desired_spec,
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import SmolvmClient
-from botbottle.policy import EgressPolicy, build_policy, compile_policy, render_smolvm
 
 pytestmark = pytest.mark.integration
 

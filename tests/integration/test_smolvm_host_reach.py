@@ -33,7 +33,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     render_smolvm,
     smolvm_deny_cidrs,
 )
-from botbottle.enforcement import gateway_routes
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._enforcement import gateway_routes
 
 pytestmark = pytest.mark.integration
 

@@ -19,16 +19,16 @@ from typing import Any
 import pytest
 import smol
 
-from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import (
-    SmolvmClient,
-    SmolvmError,
-)
-from botbottle.policy import (
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     SMOLVM_NO_NAMES,
     compile_policy,
     policy_from_dict,
     render_smolvm,
     smolvm_deny_cidrs,
+)
+from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import (
+    SmolvmClient,
+    SmolvmError,
 )
 from tests.helpers import ansible
 

@@ -20,7 +20,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._demo_internet im
     resolver_conf,
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._policy import build_policy
-from botbottle.manifest import resolve
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import resolve
 
 
 def bottle(

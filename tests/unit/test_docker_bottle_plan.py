@@ -24,7 +24,10 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle im
     want,
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils._egress import PROXY_ENV_NAMES
-from botbottle.policy import build_policy, compile_policy
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
+    build_policy,
+    compile_policy,
+)
 
 POLICY = build_policy(["api.example.com"], ["cdn.example"])
 CA = "ab:cd"  # the bottle CA's fingerprint

@@ -24,7 +24,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._egress import (
     ConfigError,
     RefusedError,
 )
-from botbottle.policy import build_policy
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import build_policy
 
 POLICY = build_policy(
     ["api.example.com", "xn--bcher-kva.example"],

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ansible_collections.botbottle.bottle.plugins.module_utils import _egress, _egress_addon
-from botbottle.policy import build_policy
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import build_policy
 
 POLICY = build_policy(["api.example.com"], ["cdn.example.net"], ["203.0.113.0/24"], log=2)
 ADDRESSES = {

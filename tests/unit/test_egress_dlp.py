@@ -28,8 +28,15 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._bottle_env impor
     resolve_env,
     secret_values,
 )
-from botbottle.manifest import ManifestError, merge, resolve
-from botbottle.policy import PolicyError, build_policy, compile_policy, policy_from_dict
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
+    PolicyError,
+    build_policy,
+    compile_policy,
+    policy_from_dict,
+)
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import resolve
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest_extends import merge
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._problem import ManifestError
 from tests.unit.test_egress_addon import Flow, connect, fake_mitmproxy
 from tests.unit.test_egress_addon import resolve as fake_resolve
 

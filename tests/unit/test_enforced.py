@@ -23,8 +23,12 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._enforced import 
     is_set,
     unenforced,
 )
-from botbottle.enforcement import backend_problems, check_bottles
-from botbottle.manifest import resolve, schema
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._enforcement import (
+    backend_problems,
+    check_bottles,
+)
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import resolve
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest_schema import schema
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_BACKEND_KEYS = {"description", "extends"}  # read before any backend sees the manifest

@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._enforcement import (
+    GATEWAY_FIX,
+    gateway_routes,
+)
 from botbottle import cli
-from botbottle.enforcement import GATEWAY_FIX, gateway_routes
 
 
 def run(*argv: str) -> tuple[int, str, str]:

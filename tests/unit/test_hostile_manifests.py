@@ -31,8 +31,14 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._bottle_env impor
     entry_kind,
     host_variable,
 )
-from botbottle import cli, manifest
-from botbottle.manifest import Problem
+from ansible_collections.botbottle.bottle.plugins.plugin_utils import (
+    _manifest,
+    _manifest_extends,
+    _manifest_load,
+    _manifest_schema,
+)
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._problem import Problem
+from botbottle import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "bottles"
@@ -695,7 +701,7 @@ def test_where_validate_passes_plan_does_not_fail(
 def test_the_pure_python_parser_refuses_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(manifest, "_LOADER", manifest._PyLoader)
+    monkeypatch.setattr(_manifest_load, "_LOADER", _manifest_load._PyLoader)
     for case in ("recursive-alias", "flow-nesting-600", "non-string-label-keys", "merge-key"):
         folder = tmp_path / case
         folder.mkdir()
@@ -722,7 +728,7 @@ def test_the_pure_python_parser_refuses_the_same(
     ],
 )
 def test_schema_patterns_anchor_at_the_very_end(pattern: str, python: str) -> None:
-    assert manifest._ecma_regex(pattern).pattern == python
+    assert _manifest_schema._ecma_regex(pattern).pattern == python
 
 
 def test_host_variable_is_exactly_dollar_brace_name_brace() -> None:
@@ -740,9 +746,9 @@ def test_each_parent_is_loaded_and_checked_once(
         (tmp_path / f"leaf{index}.yml").write_text("extends: [l11a, l11b]\n")
     loads: list[Path] = []
     checks: list[int] = []
-    real_load, real_check = manifest.load_document, manifest.schema_problems
+    real_load, real_check = _manifest_extends.load_document, _manifest_extends.schema_problems
 
-    def load(path: Path) -> manifest.Document:
+    def load(path: Path) -> _manifest_load.Document:
         loads.append(path)
         return real_load(path)
 
@@ -750,30 +756,31 @@ def test_each_parent_is_loaded_and_checked_once(
         checks.append(1)
         return real_check(*args)
 
-    monkeypatch.setattr(manifest, "load_document", load)
-    monkeypatch.setattr(manifest, "schema_problems", check)
-    bottles, problems = manifest.resolve_all([tmp_path])
+    monkeypatch.setattr(_manifest_extends, "load_document", load)
+    monkeypatch.setattr(_manifest_extends, "schema_problems", check)  # each file as written
+    monkeypatch.setattr(_manifest, "schema_problems", check)  # each merged bottle
+    bottles, problems = _manifest.resolve_all([tmp_path])
     assert problems == []
     files = sorted(tmp_path.glob("*.yml"))
     assert len(bottles) == len(files)
     assert sorted(loads) == files  # each file once, whatever the number of paths to it
     assert len(checks) == len(files) + len(files) - 2  # as written; merged (if it has parents)
     assert len({b.name for b in bottles}) == len(files)
-    assert manifest.resolve(top).chain[-1] == top
+    assert _manifest.resolve(top).chain[-1] == top
 
 
 def test_extends_depth_limit_names_the_chain(tmp_path: Path) -> None:
-    limit = manifest.MAX_EXTENDS_DEPTH
+    limit = _manifest_extends.MAX_EXTENDS_DEPTH
     fits = tmp_path / chain(limit)(tmp_path)
-    assert len(manifest.resolve(fits).chain) == limit
+    assert len(_manifest.resolve(fits).chain) == limit
     (tmp_path / f"c{limit}.yml").write_text(f"extends: c{limit - 1}\n")
-    with pytest.raises(manifest.ManifestError) as info:
-        manifest.resolve(tmp_path / f"c{limit}.yml")
+    with pytest.raises(_manifest.ManifestError) as info:
+        _manifest.resolve(tmp_path / f"c{limit}.yml")
     [problem] = info.value.problems
     assert problem.file.endswith(f"c{limit}.yml") and problem.path == "$.extends"
     assert f"longer than {limit} bottles: c{limit} -> c{limit - 1}" in problem.message
     # the same verdict through a folder, where the parents were resolved first
-    _, problems = manifest.resolve_all([tmp_path])
+    _, problems = _manifest.resolve_all([tmp_path])
     assert [p.file.rsplit("/", 1)[-1] for p in problems] == [f"c{limit}.yml"]
 
 
@@ -784,7 +791,7 @@ def test_discover_names_every_skipped_entry(tmp_path: Path) -> None:
     (tmp_path / "sub.yml").mkdir()
     (tmp_path / "notes.txt").write_text("not a manifest suffix: ignored\n")
     warnings: list[Problem] = []
-    files, problems = manifest.discover([tmp_path], warnings)
+    files, problems = _manifest_load.discover([tmp_path], warnings)
     assert [f.name for f in files] == ["bom.md"]
     assert problems == []
     assert sorted(w.file.rsplit("/", 1)[-1] for w in warnings) == [
@@ -793,4 +800,4 @@ def test_discover_names_every_skipped_entry(tmp_path: Path) -> None:
         "sub.yml",
     ]
     assert all(w.message.startswith("skipped: ") for w in warnings)
-    assert manifest.discover([tmp_path]) == (files, problems)  # warnings are optional
+    assert _manifest_load.discover([tmp_path]) == (files, problems)  # warnings are optional

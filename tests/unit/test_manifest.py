@@ -7,15 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from botbottle.manifest import (
-    ManifestError,
-    Problem,
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import (
     env_summary,
-    json_path,
-    load_document,
-    merge,
     resolve,
     resolve_all,
+)
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest_extends import merge
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest_load import load_document
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._problem import (
+    ManifestError,
+    Problem,
+    json_path,
 )
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "bottles"

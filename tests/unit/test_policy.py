@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from botbottle.policy import (
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     SMOLVM_NO_NAMES,
     PolicyError,
     allows_name,

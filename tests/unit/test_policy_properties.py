@@ -5,7 +5,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from botbottle.policy import EgressPolicy, allows_name, build_policy, render_dnsmasq, render_smolvm
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
+    EgressPolicy,
+    allows_name,
+    build_policy,
+    render_dnsmasq,
+    render_smolvm,
+)
 from tests.dns_semantics import dnsmasq_outcome, smolvm_allows
 
 # A small alphabet makes collisions (shared suffixes, nesting) frequent.

@@ -12,6 +12,10 @@ from ansible_collections.botbottle.bottle.plugins.filter.verify import (
     bottle_verify_report,
 )
 from ansible_collections.botbottle.bottle.plugins.module_utils import _egress
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
+    allows_name,
+    build_policy,
+)
 from ansible_collections.botbottle.bottle.plugins.module_utils._probe import (
     HOST,
     NEIGHBOUR,
@@ -51,7 +55,6 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._runtime import (
     ALLOWED_CAPABILITIES,
     CAPABILITY_BITS,
 )
-from botbottle.policy import allows_name, build_policy
 
 ENTROPY = bytes(range(10))
 POLICY = build_policy(["api.example.com"], ["cdn.example"], ["203.0.113.0/24"])

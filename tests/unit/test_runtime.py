@@ -19,7 +19,8 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._runtime import (
     mount_refusal,
     normalize_capability,
 )
-from botbottle.manifest import ManifestError, resolve
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import resolve
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._problem import ManifestError
 
 SPELLINGS = ["NET_ADMIN", "net_admin", "CAP_NET_ADMIN", "cap_net_admin", "Cap_Net_Admin"]
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from botbottle.manifest import schema
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest_schema import (
+    SCHEMA_FILE,
+    schema,
+)
 
 
 def _subschemas(node: Any, path: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -44,3 +48,14 @@ def test_every_property_is_described() -> None:
                 "$ref" in prop and "description" in schema()["$defs"][prop["$ref"].split("/")[-1]]
             )
             assert described, f"{path}/properties/{name}"
+
+
+def test_the_schema_users_point_editors_at_is_the_one_the_collection_ships() -> None:
+    # schemas/bottle.schema.json stays at the top for editors; the collection validates
+    # with its own copy (it must work from its Galaxy tarball alone)
+    root = Path(__file__).resolve().parents[2]
+    shipped = root / "collections/ansible_collections/botbottle/bottle/schemas/bottle.schema.json"
+    assert (root / "schemas" / "bottle.schema.json").read_bytes() == shipped.read_bytes(), (
+        "copy schemas/bottle.schema.json over the collection's schemas/bottle.schema.json"
+    )
+    assert SCHEMA_FILE.resolve() == shipped.resolve()

@@ -10,6 +10,12 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
+    SMOLVM_NO_NAMES,
+    build_policy,
+    render_smolvm,
+    smolvm_deny_cidrs,
+)
 from ansible_collections.botbottle.bottle.plugins.module_utils._smolmachine import (
     MachineSpec,
     PlanError,
@@ -25,7 +31,6 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._smolvm import (
     SmolvmError,
     parse_error,
 )
-from botbottle.policy import SMOLVM_NO_NAMES, build_policy, render_smolvm, smolvm_deny_cidrs
 
 POLICY = build_policy(["api.example.com"], ["cdn.example"], ["203.0.113.0/24"])
 

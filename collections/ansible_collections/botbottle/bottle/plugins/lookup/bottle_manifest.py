@@ -11,15 +11,21 @@ from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 from ansible.utils.display import Display
 
-from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import STATES, object_name
+from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import STATES
 
-try:
-    from botbottle.enforcement import AUTO, BACKENDS, backend_problems
-    from botbottle.manifest import env_summary, resolve_all
-    from botbottle.policy import warnings
+try:  # jsonschema and PyYAML, on the controller (see the collection's requirements.txt)
+    from ansible_collections.botbottle.bottle.plugins.plugin_utils._enforcement import (
+        AUTO,
+        BACKENDS,
+        backend_problems,
+    )
+    from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import (
+        bottle_record,
+        resolve_all,
+    )
 
     _IMPORT_ERROR: ImportError | None = None
-except ImportError as _exc:  # the controller lacks the bot-bottle package
+except ImportError as _exc:
     _IMPORT_ERROR = _exc
 
 
@@ -36,8 +42,8 @@ description:
   - Any invalid manifest fails the lookup with one line per problem, naming the file, the
     line, the JSON path and the fix; nothing is returned then, so no play acts on half a
     fleet's manifests.
-  - Runs on the controller and needs the C(bot-bottle) Python package there
-    (C(pip install -e .) in a checkout).
+  - Runs on the controller and needs the Python packages C(jsonschema) and C(PyYAML) there
+    (the collection's C(requirements.txt)); not the C(bot-bottle) CLI.
 options:
   _terms:
     description:
@@ -129,9 +135,10 @@ def _load(
 ) -> list[dict[str, Any]]:
     if _IMPORT_ERROR is not None:
         raise AnsibleLookupError(
-            "botbottle.bottle.bottle_manifest needs the bot-bottle Python package on the "
-            f"controller ({_IMPORT_ERROR}); install it with 'pip install -e .' in the bot-bottle "
-            "checkout"
+            "botbottle.bottle.bottle_manifest needs the Python packages jsonschema and PyYAML "
+            f"on the controller ({_IMPORT_ERROR}); install them into the Python that runs "
+            "ansible-playbook (fix: pip install -r requirements.txt from the botbottle.bottle "
+            "collection's folder)"
         )
     skipped: list[Any] = []
     bottles, problems = resolve_all(paths, warnings=skipped)
@@ -152,23 +159,10 @@ def _load(
         raise AnsibleLookupError(
             "invalid bottle manifests:\n" + "\n".join(p.format() for p in problems)
         )
-    result = []
-    for bottle in bottles:
-        manifest = dict(bottle.manifest)
-        result.append(
-            {
-                "name": bottle.name,
-                "object": object_name(bottle.name),
-                "file": str(bottle.file),
-                "chain": [str(p) for p in bottle.chain],
-                "manifest": manifest,
-                "env": env_summary(bottle.manifest),
-                "policy": bottle.policy.to_dict(),
-                "warnings": warnings(bottle.policy),
-                "state": (states or {}).get(os.path.realpath(str(bottle.file)), "started"),
-            }
-        )
-    return result
+    return [
+        bottle_record(bottle, (states or {}).get(os.path.realpath(str(bottle.file)), "started"))
+        for bottle in bottles
+    ]
 
 
 class LookupModule(LookupBase):

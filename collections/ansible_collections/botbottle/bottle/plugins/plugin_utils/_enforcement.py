@@ -1,3 +1,5 @@
+# Copyright: bot-bottle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Refuse manifest keys a backend does not enforce, as :class:`Problem` lines.
 
 Which backend enforces which key is decided in one place, the collection's
@@ -32,14 +34,16 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     normalize_cidr,
     smolvm_gateway_overlap,
 )
-from botbottle.manifest import (
-    Bottle,
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import Bottle
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest_load import (
     Document,
+    load_document,
+)
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._problem import (
     ManifestError,
     Problem,
     display_path,
     json_path,
-    load_document,
 )
 
 __all__ = ["AUTO", "BACKENDS", "backend_problems", "backends_for", "check_bottles"]
