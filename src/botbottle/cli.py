@@ -375,8 +375,11 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_INVALID if problems else EXIT_OK
 
 
-def _fleet_preflight(args: argparse.Namespace, err: TextIO) -> tuple[str, list[str]] | int:
-    """Read and validate the inventory's bottles: the inventory path, or an exit code."""
+def _fleet_preflight(
+    args: argparse.Namespace, err: TextIO
+) -> tuple[str, fleet.InventoryCheck] | int:
+    """Read and validate the inventory's bottles: the inventory path and what was found
+    (the resolved bottles go on to the playbooks), or an exit code."""
     inventory = os.path.abspath(args.inventory)
     if not os.path.exists(inventory):
         print(f"error: inventory {args.inventory} not found (fix: pass -i INVENTORY)", file=err)
@@ -386,17 +389,22 @@ def _fleet_preflight(args: argparse.Namespace, err: TextIO) -> tuple[str, list[s
     except ValueError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_INVALID
-    _count, problems, secrets = fleet.validate_inventory(
+    checked = fleet.validate_inventory(
         data,
         Path(inventory).parent,
-        check_backends=args.command == "up",  # and plan -i; down, status... only read or remove
+        # as the validate play: what a bottle kept on a host sets must be enforced there;
+        # down only removes
+        check_backends=args.command != "down",
         backend_override=getattr(args, "backend", None),
     )
-    if problems:
-        _print_problems(problems, err)
-        print(f"{len(problems)} error(s) in the inventory's bottles; nothing was touched", file=err)
+    if checked.problems:
+        _print_problems(checked.problems, err)
+        print(
+            f"{len(checked.problems)} error(s) in the inventory's bottles; nothing was touched",
+            file=err,
+        )
         return EXIT_INVALID
-    return inventory, secrets
+    return inventory, checked
 
 
 def _print_status(status: dict[str, Any], fmt: str, out: TextIO) -> None:
@@ -421,7 +429,7 @@ def _cmd_fleet(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     checked = _fleet_preflight(args, err)
     if isinstance(checked, int):
         return checked
-    inventory, secrets = checked
+    inventory, found = checked
     extravars: dict[str, Any] = {}
     playbook = "site.yml"
     if args.command == "down":
@@ -436,7 +444,7 @@ def _cmd_fleet(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if getattr(args, "backend", None):
         extravars["bottle_backend_override"] = args.backend
     stream = err if args.command in _REPORTS else out
-    progress = fleet.Progress(out=stream, tty=fleet.is_tty(stream), secrets=secrets)
+    progress = fleet.Progress(out=stream, tty=fleet.is_tty(stream), secrets=found.secrets)
     rc, artifacts = fleet.run_playbook(
         playbook,
         inventory,
@@ -444,6 +452,7 @@ def _cmd_fleet(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         limit=args.limit,
         check=getattr(args, "check", False),
         extravars=extravars,
+        resolved=found.resolved,
     )
     code, lines = fleet.summary(progress, rc)
     if args.command in _REPORTS:

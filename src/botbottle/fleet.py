@@ -21,6 +21,7 @@ import ansible_runner
 
 from ansible_collections.botbottle.bottle.plugins.plugin_utils import _enforcement as enforcement
 from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import (
+    bottle_record,
     env_summary,
     resolve_all,
 )
@@ -141,45 +142,60 @@ def manifest_paths(
     return found
 
 
+@dataclass
+class InventoryCheck:
+    """What :func:`validate_inventory` found."""
+
+    count: int  # bottle entries
+    problems: list[Problem]  # empty when every host's bottles are valid
+    secrets: list[str]  # values to redact: host variables the env copies, prompted answers
+    # host -> its bottles as the playbooks take them (bottle_record), for every host whose
+    # bottles were checked as fully as the validate play would (its backend is not a
+    # template); the playbooks resolve the others themselves
+    resolved: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
 def validate_inventory(
     inventory: Mapping[str, Any],
     inventory_dir: Path,
     *,
     check_backends: bool = False,
     backend_override: str | None = None,
-) -> tuple[int, list[Problem], list[str]]:
-    """Resolve every host's manifests (relative to the inventory's folder).
+) -> InventoryCheck:
+    """Resolve every host's manifests (relative to the inventory's folder), once.
 
-    With ``check_backends`` (``bottle up``, ``bottle plan -i``), a bottle the host
-    creates or keeps must not set a key its backend (``bottle_backend``, or
-    ``backend_override``) does not enforce.
-
-    Returns the number of bottle entries, the problems (empty when valid) and the
-    secrets to redact: the values of host variables the bottles' env copies, and the
-    answers to prompted entries the inventory holds (``bottle_secrets``).
+    With ``check_backends`` (every command but ``bottle down``, as the validate play
+    does), a bottle the host creates or keeps must not set a key its backend
+    (``bottle_backend``, or ``backend_override``) does not enforce.
     """
     problems: list[Problem] = []
     secrets: list[str] = inventory_answers(inventory)
     hostvars = (inventory.get("_meta") or {}).get("hostvars") or {}
+    resolved: dict[str, list[dict[str, Any]]] = {}
     count = 0
     for host, entries in inventory_bottles(inventory).items():
         declared = manifest_paths(host, entries, inventory_dir, problems)
         paths = list(declared)
         states = {os.path.realpath(path): state for path, state in declared.items()}
         count += len(paths)
+        bottles: list[Any] = []
         if paths:
             bottles, found = resolve_all(paths)
             problems.extend(found)
-            if check_backends:
-                backend = host_backend(hostvars.get(host) or {}, backend_override)
-                source = "--backend" if backend_override else "bottle_backend"
-                problems.extend(_backend_problems(host, backend, source, bottles, states))
-            for bottle in bottles:
-                for info in env_summary(bottle.manifest).values():
-                    value = os.environ.get(info.get("variable", ""), "")
-                    if info["kind"] == "host" and value:
-                        secrets.append(value)
-    return count, problems, secrets
+        backend = host_backend(hostvars.get(host) or {}, backend_override)
+        if check_backends and paths:
+            source = "--backend" if backend_override else "bottle_backend"
+            problems.extend(_backend_problems(host, backend, source, bottles, states))
+        if not check_backends or "{{" not in backend:
+            resolved[host] = [
+                bottle_record(b, states.get(os.path.realpath(b.file), "started")) for b in bottles
+            ]
+        for bottle in bottles:
+            for info in env_summary(bottle.manifest).values():
+                value = os.environ.get(info.get("variable", ""), "")
+                if info["kind"] == "host" and value:
+                    secrets.append(value)
+    return InventoryCheck(count, problems, secrets, resolved)
 
 
 # --------------------------------------------------------------------------- progress
@@ -296,9 +312,17 @@ def run_playbook(
     limit: str | None = None,
     check: bool = False,
     extravars: Mapping[str, Any] | None = None,
+    resolved: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     runner_run: Callable[..., Any] | None = None,
 ) -> tuple[int, Path]:
-    """Run one of the collection's playbooks through ansible-runner; returns (rc, artifacts dir)."""
+    """Run one of the collection's playbooks through ansible-runner; returns (rc, artifacts dir).
+
+    ``resolved`` (host -> bottle records, from :func:`validate_inventory`) goes to the
+    playbooks in a file named by the extra variable ``bottle_resolved_file``: the
+    validate play takes those hosts' bottles from it instead of resolving the manifests
+    again. A file, not extra variables: Ansible treats extra variables as trusted
+    templates, and a manifest's text must never be templated.
+    """
     _tools_on_path()
     runner_run = runner_run or ansible_runner.run
     root = artifacts_root()
@@ -306,6 +330,14 @@ def run_playbook(
     ident = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
     cmdline = "--check --diff" if check else None
     artifacts = root / "artifacts" / ident
+    variables = dict(extravars or {})
+    handoff = root / "inputs" / f"{ident}.json"
+    if resolved is not None:
+        handoff.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(handoff, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            json.dump(resolved, stream, sort_keys=True)
+        variables["bottle_resolved_file"] = str(handoff)
     try:
         runner = runner_run(
             private_data_dir=str(root),
@@ -314,7 +346,7 @@ def run_playbook(
             inventory=inventory,
             limit=limit,
             cmdline=cmdline,
-            extravars=dict(extravars or {}),
+            extravars=variables,
             envvars={
                 **ansible_env(),
                 "ANSIBLE_NOCOLOR": "1",
@@ -326,6 +358,7 @@ def run_playbook(
             ident=ident,
         )
     finally:  # an interrupted run (Ctrl-C) is scrubbed too
+        handoff.unlink(missing_ok=True)
         scrub_artifacts(artifacts, progress.secrets)
     return int(runner.rc or 0), artifacts
 
@@ -394,6 +427,7 @@ def is_tty(stream: TextIO) -> bool:
 
 
 __all__ = [
+    "InventoryCheck",
     "Progress",
     "artifacts_root",
     "host_backend",

@@ -47,6 +47,32 @@ def test_validation_play_compiles_each_hosts_bottles() -> None:
     assert "*.githubusercontent.com" in proc.stdout
 
 
+def test_validation_play_takes_the_bottles_the_cli_resolved_as_data(tmp_path: Path) -> None:
+    # what the bottle CLI hands over (fleet.run_playbook): host -> bottle records; the play
+    # shows them without resolving again, and a manifest's text is never templated
+    records = [
+        {
+            "name": "handed",
+            "policy": {"hash": "sha256:handed", "exact_hosts": ["{{ 6 * 7 }}.example"]}
+            | {"wildcard_zones": [], "cidrs": []},
+            "warnings": [],
+        }
+    ]
+    handoff = tmp_path / "resolved.json"
+    handoff.write_text(json.dumps({"localhost": records}))
+    proc = playbook(
+        "botbottle.bottle.validate",
+        "-i",
+        "examples/inventory/local.yml",
+        "-e",
+        f"bottle_resolved_file={handoff}",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "handed: policy sha256:handed; exact {{ 6 * 7 }}.example" in proc.stdout
+    assert "42.example" not in proc.stdout
+    assert "web-dev: policy" not in proc.stdout  # the inventory's manifests were not read
+
+
 def test_site_stops_before_any_host_on_an_invalid_manifest(tmp_path: Path) -> None:
     (tmp_path / "good.yml").write_text("egress: {routes: [{host: a.example}]}\n")
     (tmp_path / "bad.yml").write_text("egress: {routes: [{hots: a.example}]}\n")

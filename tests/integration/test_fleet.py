@@ -187,6 +187,26 @@ def records(host: str) -> dict[str, list[str]]:
     return {m["name"]: sorted(m.get("allowed_hosts") or []) for m in json.loads(proc.stdout)}
 
 
+def task_outcomes(output: str) -> dict[str, dict[str, str]]:
+    """task name -> host -> ok/changed/skipped/failed, from the run's job events (the CLI
+    prints the artifacts folder)."""
+    folder = next(
+        line.split(" ", 1)[1] for line in output.splitlines() if line.startswith("artifacts: ")
+    )
+    found: dict[str, dict[str, str]] = {}
+    for path in sorted(Path(folder, "job_events").glob("*.json")):
+        event = json.loads(path.read_text())
+        kind = str(event.get("event", ""))
+        if not kind.startswith("runner_on_"):
+            continue
+        data = event.get("event_data") or {}
+        outcome = kind.removeprefix("runner_on_")
+        if outcome == "ok" and (data.get("res") or {}).get("changed"):
+            outcome = "changed"
+        found.setdefault(str(data.get("task", "")), {})[str(data.get("host", ""))] = outcome
+    return found
+
+
 def test_rollout_status_rerun_limit_and_a_failing_host(fleet: Path) -> None:
     # --limit touches only the named host
     limited = bottle("up", "-i", str(fleet / "fleet.yml"), "--limit", "bbfleet-3")
@@ -202,6 +222,12 @@ def test_rollout_status_rerun_limit_and_a_failing_host(fleet: Path) -> None:
         "bottle-one": ["=one.example"],
         "bottle-two": ["*.cdn.example", "=two.example"],
     }
+    # the CLI resolved the manifests before the run; the validate play took them over
+    tasks = task_outcomes(up.stdout)
+    took = "Take this host's bottles as the bottle CLI resolved them"
+    loaded = "Load, merge and validate this host's manifests on the controller"
+    assert {host: tasks[took].get(host) for host in HOSTS} == dict.fromkeys(HOSTS, "ok")
+    assert {host: tasks[loaded].get(host) for host in HOSTS} == dict.fromkeys(HOSTS, "skipped")
 
     # a second run changes nothing anywhere
     again = bottle("up", "-i", str(fleet / "fleet.yml"))

@@ -108,9 +108,9 @@ def test_inventory_bottles_and_validation(tmp_path: Path) -> None:
         "h2": [{"manifest": "bad.yml"}],
         "h3": [],
     }
-    count, problems, _secrets = fleet.validate_inventory(inventory, tmp_path)
-    assert count == 2
-    assert [p.path for p in problems] == ["$.egress.routes[0].hots"]
+    checked = fleet.validate_inventory(inventory, tmp_path)
+    assert checked.count == 2
+    assert [p.path for p in checked.problems] == ["$.egress.routes[0].hots"]
 
 
 def test_run_playbook_drives_ansible_runner(
@@ -168,16 +168,73 @@ def test_host_variables_copied_into_env_are_redacted(
     (tmp_path / "s.yml").write_text("env:\n  TOKEN: ${BB_TEST_TOKEN}\n")
     monkeypatch.setenv("BB_TEST_TOKEN", "tok-123456")
     inventory = {"_meta": {"hostvars": {"h": {"bottles": ["s.yml"]}}}}
-    assert fleet.validate_inventory(inventory, tmp_path)[2] == ["tok-123456"]
+    assert fleet.validate_inventory(inventory, tmp_path).secrets == ["tok-123456"]
 
 
 @pytest.mark.parametrize(("name", "bottles"), [("local.yml", 2), ("fleet.yml", 4)])
 def test_example_inventories_are_valid(name: str, bottles: int) -> None:
     inventory = EXAMPLES / "inventory" / name
-    count, problems, _secrets = fleet.validate_inventory(
-        fleet.load_inventory(str(inventory)), inventory.parent
+    checked = fleet.validate_inventory(fleet.load_inventory(str(inventory)), inventory.parent)
+    assert checked.problems == [] and checked.count == bottles
+    assert sum(len(records) for records in checked.resolved.values()) == bottles
+
+
+def test_each_host_is_resolved_once_and_handed_on_as_the_lookup_would(tmp_path: Path) -> None:
+    (tmp_path / "a.yml").write_text("egress:\n  routes:\n    - host: api.example.com\n")
+    (tmp_path / "b.yml").write_text('extends: a\nenv:\n  T: \'{{ lookup("pipe", "id") }}\'\n')
+    inventory = {
+        "_meta": {
+            "hostvars": {
+                "h1": {
+                    "bottles": [{"manifest": "a.yml"}, {"manifest": "b.yml", "state": "absent"}]
+                },
+                # a templated backend is only known to the play: it resolves h2 itself
+                "h2": {"bottles": ["a.yml"], "bottle_backend": "{{ some_var }}"},
+                "h3": {},
+            }
+        }
+    }
+    checked = fleet.validate_inventory(inventory, tmp_path, check_backends=True)
+    assert checked.problems == []
+    assert sorted(checked.resolved) == ["h1", "h3"]
+    by_name = {r["name"]: r for r in checked.resolved["h1"]}
+    assert by_name["a"]["state"] == "started" and by_name["b"]["state"] == "absent"
+    assert by_name["b"]["chain"] == [str(tmp_path / "a.yml"), str(tmp_path / "b.yml")]
+    assert by_name["b"]["object"] == "bottle-b"
+    assert by_name["b"]["policy"]["exact_hosts"] == ["api.example.com"]
+    # the text is handed on as written (the play reads it as data, never as a template)
+    assert by_name["b"]["manifest"]["env"]["T"] == '{{ lookup("pipe", "id") }}'
+    assert checked.resolved["h3"] == []
+    # without the backend check (bottle down) every host is handed on
+    assert sorted(fleet.validate_inventory(inventory, tmp_path).resolved) == ["h1", "h2", "h3"]
+
+
+def test_the_resolved_bottles_reach_the_playbook_in_a_private_file_removed_after_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(fleet.ARTIFACTS_ENV, str(tmp_path))
+    seen: dict[str, Any] = {}
+
+    class Result:
+        rc = 0
+
+    def fake_run(**kwargs: Any) -> Result:
+        handoff = Path(kwargs["extravars"]["bottle_resolved_file"])
+        seen["mode"] = handoff.stat().st_mode & 0o777
+        seen["data"] = json.loads(handoff.read_text())
+        seen["path"] = handoff
+        return Result()
+
+    resolved = {"h": [{"name": "a", "state": "started"}]}
+    fleet.run_playbook(
+        "site.yml",
+        "/inv.yml",
+        fleet.Progress(out=io.StringIO()),
+        resolved=resolved,
+        runner_run=fake_run,
     )
-    assert problems == [] and count == bottles
+    assert seen["mode"] == 0o600 and seen["data"] == resolved
+    assert not seen["path"].exists()
 
 
 def test_plan_takes_paths_or_an_inventory(tmp_path: Path) -> None:
@@ -228,7 +285,7 @@ def test_prompted_answers_in_the_inventory_are_secrets_to_redact(tmp_path: Path)
         }
     }
     assert fleet.inventory_answers(inventory) == ["answer-2", "npm-answer-1"]
-    assert fleet.validate_inventory(inventory, tmp_path)[2] == ["answer-2", "npm-answer-1"]
+    assert fleet.validate_inventory(inventory, tmp_path).secrets == ["answer-2", "npm-answer-1"]
 
 
 def test_a_failed_loop_names_each_failed_item() -> None:
