@@ -7,8 +7,8 @@
 A key the schema accepts either reaches a backend that acts on it, or a manifest
 that sets it is refused: no key is silently ignored. :data:`ENFORCED` lists, per
 backend, the keys its module is given and applies (read from the code that passes
-them: ``playbooks/tasks/smolmachines_bottles.yml`` into the ``smolmachine`` module,
-``roles/docker_bottle_example`` into the ``docker_bottle`` module);
+them: the collection's ``playbooks/tasks/smolmachines_bottles.yml`` into the ``smolmachine``
+module, the ``botbottle.bottle.docker_bottle_example`` role into the ``docker_bottle`` module);
 :func:`unenforced` returns every key of a merged manifest that is set but that a
 backend does not enforce. The ``bottle`` CLI (validate, plan, up) and the
 ``bottle_manifest`` lookup (site.yml's validation play) both ask this file.

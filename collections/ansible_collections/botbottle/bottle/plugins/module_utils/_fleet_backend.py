@@ -1,7 +1,7 @@
 # Copyright: bot-bottle contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Which backend handles each of a host's bottles in a run. **PRIVATE** to the
-botbottle.bottle collection (used by playbooks/bottles.yml through the
+botbottle.bottle collection (used by the playbook botbottle.bottle.bottles through the
 ``bottle_backends`` filter). Standard library only.
 
 ``bottle_backend`` is ``smolmachines`` (default), ``docker`` or ``auto`` (demo only).

@@ -2,7 +2,7 @@
 
 Pure functions only. :func:`plan_checks` turns a bottle's egress policy and the
 addresses around it into checks; each check is one probe run inside the bottle
-(by the ``bottle-probe`` program, see ``roles/bottle_verify/files/bottle-probe.c``)
+(by the ``bottle-probe`` program: the collection's ``roles/bottle_verify/files/bottle-probe.c``)
 plus the positive control that makes its result mean something: the same probe
 from a vantage point outside the seal (the host, or a neighbour container on the
 bottle's network) that must reach the target, or an earlier check in the bottle.

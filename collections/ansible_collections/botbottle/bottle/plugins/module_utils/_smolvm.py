@@ -42,11 +42,12 @@ HINTS = {
     "cannot be read-only",
     "KVM_UNAVAILABLE": "this host cannot run microVMs: /dev/kvm is missing or not accessible; "
     "enable KVM (kvm-intel/kvm-amd) and put the service user in the kvm group "
-    "(roles/smolmachines_host does both)",
+    "(the botbottle.bottle.smolmachines_host role does both)",
     "HYPERVISOR_UNAVAILABLE": "no usable hypervisor on this host; run bottles on a host that "
-    "passes the boot probe of roles/smolmachines_host",
+    "passes the boot probe of the botbottle.bottle.smolmachines_host role",
     "SMOLVM_ERROR": "smolvm failed; when starting, this usually means the host cannot boot "
-    "microVMs (check the fact bottle_host_can_boot_microvms set by roles/smolmachines_host)",
+    "microVMs (check the fact bottle_host_can_boot_microvms set by the "
+    "botbottle.bottle.smolmachines_host role)",
     "INVALID_STATE": "the machine is not in a state that allows this; start or stop it first",
     "STORAGE_ERROR": "smolvm could not read or write its disks; check free space in its data "
     "directory",
