@@ -35,6 +35,10 @@ BOTTLE_LABEL = "botbottle.bottle"
 COMPONENT_LABEL = "botbottle.component"
 POLICY_LABEL = "botbottle.policy"
 SPEC_LABEL = "botbottle.spec"
+#: Docker: which environment names bot-bottle set on the agent.
+ENV_LABEL = "botbottle.env"
+#: Docker: the fingerprint of the bottle CA an agent or proxy was made with.
+CA_LABEL = "botbottle.ca"
 
 
 def object_name(bottle: str, part: str = "") -> str:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import CA_LABEL, ENV_LABEL
 from ansible_collections.botbottle.bottle.plugins.module_utils._docker_bottle import (
     BOTTLE_LABEL,
     COMPONENT_LABEL,
@@ -74,10 +75,6 @@ except ImportError as _exc:  # pragma: no cover - depends on the managed host
         "apt-get install python3-docker (Debian), or pip install docker"
     )
 
-#: The label that lists which environment names bot-bottle set on the agent.
-ENV_LABEL = "botbottle.env"
-#: The label that carries the fingerprint of the bottle CA an agent or proxy was made with.
-CA_LABEL = "botbottle.ca"
 _FILES = ("dnsmasq.conf", "resolv.conf", "rules.ipv4", "rules.ipv6", "egress.json")
 _HOLDER_CAPS = ["NET_ADMIN", "SETUID", "SETGID"]  # only its start script and docker exec use them
 _RESOLVER_CAPS = ["NET_BIND_SERVICE", "SETGID", "SETUID"]

@@ -24,8 +24,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import BOTTLE_LABEL
+
 BACKENDS = ("smolmachines", "docker", "auto")
-BOTTLE_LABEL = "botbottle.bottle"
 
 
 def docker_held(info: Mapping[str, Any] | None) -> list[str] | None:

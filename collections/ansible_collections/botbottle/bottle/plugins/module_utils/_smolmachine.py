@@ -24,9 +24,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-MANAGED_LABEL = "botbottle.managed-by"
-MANAGED_VALUE = "bot-bottle"
-POLICY_LABEL = "botbottle.policy"
+from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import (
+    MANAGED_LABEL,
+    MANAGED_VALUE,
+    POLICY_LABEL,
+)
 
 # Fields `smolvm machine update` changes on a stopped machine (allow lists also live).
 UPDATABLE = (
