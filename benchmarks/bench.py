@@ -47,6 +47,7 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     render_smolvm,
 )
 from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import resolve_all
+from botbottle import fleet
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLECTION = ROOT / "collections" / "ansible_collections" / "botbottle" / "bottle"
@@ -1338,6 +1339,76 @@ def bench_extends(bench: Bench) -> None:
     bench.results["extends"] = figures
 
 
+#: Hosts of the resolve section's inventory (each with the example bottles).
+RESOLVE_HOSTS = 20
+
+
+def _resolve_inventory(base: Path, hosts: int) -> Path:
+    """An inventory of ``hosts`` local hosts, each declaring the example bottles."""
+    shutil.copytree(ROOT / "examples" / "bottles", base / "bottles", dirs_exist_ok=True)
+    entries = [{"manifest": f"bottles/{n}"} for n in ("base.yml", "python-dev.yml", "web-dev.md")]
+    inventory = {
+        "all": {
+            "vars": {
+                "ansible_connection": "local",
+                "ansible_python_interpreter": sys.executable,
+                "bottle_backend": "docker",
+                "bottles": entries,
+            },
+            "hosts": {f"bbperf-h{i}": {} for i in range(hosts)},
+        }
+    }
+    path = base / "resolve-inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    return path
+
+
+def bench_resolve(bench: Bench, hosts: int = RESOLVE_HOSTS) -> None:
+    """A run resolves each host's manifests once: the CLI's preflight hands its bottles to the
+    validate play (bottle_resolved_file) instead of the play resolving them again."""
+    inventory = _resolve_inventory(bench.work, hosts)
+    data = fleet.load_inventory(str(inventory))
+    handoff = bench.work / "resolved.json"
+
+    def preflight() -> None:
+        checked = fleet.validate_inventory(data, inventory.parent, check_backends=True)
+        if checked.problems or len(checked.resolved) != hosts:
+            raise RuntimeError(f"resolve bench: {checked.problems[:1]}")
+        handoff.write_text(json.dumps(checked.resolved))
+
+    play = ["ansible-playbook", "botbottle.bottle.validate", "-i", str(inventory)]
+    pre = _median_time(preflight, bench.runs)
+    resolving, handed = [], []
+    for _ in range(bench.runs):
+        bench.loads.append(load1())
+        resolving.append(timed(play))
+        handed.append(timed([*play, "-e", f"bottle_resolved_file={handoff}"]))
+    before = pre["median"] + statistics.median(resolving)  # the preflight, then the play again
+    after = pre["median"] + statistics.median(handed)
+    bench.results["resolve"] = {
+        "hosts": hosts,
+        "bottles_per_host": 3,
+        "preflight_s": pre,
+        "play_resolving_s": summarize(resolving),
+        "play_handed_s": summarize(handed),
+        "play_handed_vs_resolving": ratio(statistics.median(handed), statistics.median(resolving)),
+        "run_after_vs_before": ratio(after, before),
+        "lookups_per_run": {"before": hosts, "after": 0},
+        "load1": bench.loads[-bench.runs :],
+    }
+
+
+def _resolve_lines(r: Mapping[str, Any]) -> list[str]:
+    return [
+        f"resolve {r['hosts']} hosts x {r['bottles_per_host']} bottles: preflight "
+        f"{_fmt(r['preflight_s'])}; validate play resolving {_fmt(r['play_resolving_s'])}, "
+        f"handed the preflight's bottles {_fmt(r['play_handed_s'])} (ratio "
+        f"{r['play_handed_vs_resolving']:.2f}); preflight + play {r['run_after_vs_before']:.2f} "
+        f"of before; lookups per run {r['lookups_per_run']['before']} -> "
+        f"{r['lookups_per_run']['after']}",
+    ]
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -1531,18 +1602,18 @@ def _proxy_lines(p: Mapping[str, Any]) -> list[str]:
 def table(results: Mapping[str, Any]) -> list[str]:
     """The human-readable summary."""
     lines = []
-    if "bringup" in results:
-        lines += _bringup_lines(results["bringup"])
-    if "steps" in results:
-        lines += _steps_lines(results["steps"])
-    if "scale" in results:
-        lines += _scale_lines(results["scale"])
-    if "demo" in results:
-        lines += _demo_lines(results["demo"])
-    if "proxy" in results:
-        lines += _proxy_lines(results["proxy"])
-    if "dlp" in results:
-        lines += _dlp_lines(results["dlp"])
+    sections: tuple[tuple[str, Callable[[Any], list[str]]], ...] = (
+        ("bringup", _bringup_lines),
+        ("steps", _steps_lines),
+        ("scale", _scale_lines),
+        ("demo", _demo_lines),
+        ("proxy", _proxy_lines),
+        ("dlp", _dlp_lines),
+        ("resolve", _resolve_lines),
+    )
+    for name, lines_of in sections:
+        if name in results:
+            lines += lines_of(results[name])
     for label, r in results.get("resolver", {}).items():
         if not isinstance(r, dict) or label == "load1":
             continue
@@ -1605,7 +1676,18 @@ def problems(results: Mapping[str, Any]) -> list[str]:
     return found
 
 
-SECTIONS = ("policy", "extends", "bringup", "steps", "scale", "demo", "resolver", "proxy", "dlp")
+SECTIONS = (
+    "policy",
+    "extends",
+    "resolve",
+    "bringup",
+    "steps",
+    "scale",
+    "demo",
+    "resolver",
+    "proxy",
+    "dlp",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -1658,12 +1740,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"bench: unknown section(s) {', '.join(sorted(unknown))}")
     with tempfile.TemporaryDirectory(prefix="bottle-bench-") as tmp:
         work = Path(tmp)
-        docker_needed = bool(only - {"policy", "extends", "dlp"})
+        docker_needed = bool(only - {"policy", "extends", "resolve", "dlp"})
         servers: list[Any] = []
         bench = Bench(work, "", args.runs, log=lambda m: print(f"bench: {m}", flush=True))
         sections: dict[str, Callable[[], None]] = {
             "policy": lambda: bench_policy(bench),
             "extends": lambda: bench_extends(bench),
+            "resolve": lambda: bench_resolve(bench),
             "bringup": lambda: bench_bringup(bench),
             "steps": lambda: bench_steps(bench),
             "scale": lambda: bench_scale(
