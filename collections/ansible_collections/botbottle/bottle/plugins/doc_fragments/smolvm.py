@@ -10,6 +10,9 @@ class ModuleDocFragment:
     """``extends_documentation_fragment: botbottle.bottle.smolvm``."""
 
     DOCUMENTATION = r"""
+requirements:
+  - The smolvm CLI on the managed host (PyPI C(smolmachines)), as the
+    P(botbottle.bottle.smolmachines_host#role) role installs it.
 options:
   binary:
     description:

@@ -65,6 +65,9 @@ options:
       - Empty (the default) checks the schema only.
     type: str
     default: ""
+requirements:
+  - The Python packages C(jsonschema) (4.18 or later) and C(PyYAML) on the controller (the
+    collection's C(requirements.txt)).
 notes:
   - Secrets are never returned; C(${HOST_VAR}) and C(?prompt) entries stay unresolved.
 """
