@@ -4,12 +4,14 @@ Exit codes (a contract): 0 success; 2 invalid input (manifests, arguments),
 nothing touched; 1 an operation failed or an unexpected error happened (for
 ``bottle verify``: a bottle leaks); 3 ``bottle verify`` found no leak but could
 not decide every check (a positive control failed), so nothing is proven.
+
+This module parses the arguments, runs each command and picks its exit code; how
+results look (text tables, JSON documents) is :mod:`botbottle.report`'s job.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback
@@ -18,19 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
-    render_dnsmasq,
-    render_firewall,
-    render_smolvm,
-    warnings,
-)
 from ansible_collections.botbottle.bottle.plugins.plugin_utils import _enforcement as enforcement
-from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import (
-    Bottle,
-    env_summary,
-    resolve_all,
-)
-from ansible_collections.botbottle.bottle.plugins.plugin_utils._problem import Problem, display_path
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import Bottle, resolve_all
+from ansible_collections.botbottle.bottle.plugins.plugin_utils._problem import Problem
 from botbottle import __version__, execute, fleet, report
 
 EXIT_OK = 0
@@ -38,7 +30,6 @@ EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_INCONCLUSIVE = 3
 
-PLAN_FORMAT = 1
 BACKENDS = ("smolmachines", "docker")
 # Documentation addresses (RFC 5737) used by `bottle plan` when the real ones
 # are only known on the host; the Docker role passes its own.
@@ -178,114 +169,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-# --------------------------------------------------------------------------- output
-
-
-def _print_problems(problems: Sequence[Problem], stream: TextIO) -> None:
-    for problem in problems:
-        print("error: " + problem.format(), file=stream)
+# --------------------------------------------------------------------------- commands
 
 
 def _resolve(paths: Sequence[str], err: TextIO) -> tuple[list[Bottle], list[Problem]]:
     """resolve_all, printing what a folder holds but is skipped (a README.md) to ``err``."""
     skipped: list[Problem] = []
     bottles, problems = resolve_all(paths, warnings=skipped)
-    for warning in skipped:
-        print("warning: " + warning.format(), file=err)
+    report.print_problems(skipped, err, level="warning")
     return bottles, problems
-
-
-def _bottle_base(bottle: Bottle) -> dict[str, Any]:
-    return {
-        "name": bottle.name,
-        "file": display_path(bottle.file),
-        "chain": [display_path(p) for p in bottle.chain],
-    }
-
-
-def _render(bottle: Bottle, args: argparse.Namespace) -> dict[str, Any]:
-    if args.backend == "smolmachines":
-        return {"smolmachines": render_smolvm(bottle.policy)}
-    upstreams = args.upstream_dns or [PLACEHOLDER_UPSTREAM]
-    return {
-        "docker": {
-            "dnsmasq": render_dnsmasq(bottle.policy, upstreams),
-            "firewall": render_firewall(bottle.policy, args.resolver_ip, args.gateway_ip),
-        }
-    }
-
-
-def _plan_entry(bottle: Bottle, args: argparse.Namespace) -> dict[str, Any]:
-    entry = _bottle_base(bottle)
-    entry.update(
-        {
-            "description": bottle.manifest.get("description", ""),
-            "backend": args.backend,
-            "policy": bottle.policy.to_dict(),
-            "warnings": warnings(bottle.policy),
-            "env": env_summary(bottle.manifest),
-            "runtime": bottle.manifest.get("runtime", {}),
-            "render": _render(bottle, args),
-        }
-    )
-    return entry
-
-
-def _text_plan(entry: dict[str, Any], out: TextIO) -> None:
-    policy = entry["policy"]
-    parents = entry["chain"][:-1]
-    print(
-        "bottle {}  ({}{})".format(
-            entry["name"], entry["file"], ", extends " + " -> ".join(parents) if parents else ""
-        ),
-        file=out,
-    )
-    print("  policy        {}".format(policy["hash"]), file=out)
-    print("  exact hosts   %s" % (", ".join(policy["exact_hosts"]) or "(none)"), file=out)
-    print(
-        "  wildcards     %s" % (", ".join("*." + z for z in policy["wildcard_zones"]) or "(none)"),
-        file=out,
-    )
-    print("  cidrs         " + (", ".join(policy["cidrs"]) or "(none)"), file=out)
-    print(f"  egress log    {policy['log']}", file=out)
-    for name, info in entry["env"].items():
-        detail = {
-            "host": "from host variable {}".format(info.get("variable")),
-            "prompt": "prompted at bring-up (secret)",
-            "literal": "literal",
-        }[info["kind"]]
-        print(f"  env {name:<9} {detail}", file=out)
-    for warning in entry["warnings"]:
-        print("  WARNING: " + warning, file=out)
-    render = entry["render"]
-    if "smolmachines" in render:
-        smol = render["smolmachines"]
-        print(
-            "  smolmachines allow_hosts: %s" % (" ".join(smol["allow_hosts"]) or "(none)"), file=out
-        )
-        print(
-            "  smolmachines allow_cidrs: %s" % (" ".join(smol["allow_cidrs"]) or "(none)"), file=out
-        )
-        print(
-            "  smolmachines deny_cidrs: %s" % (" ".join(smol["deny_cidrs"]) or "(none)"), file=out
-        )
-        print("  smolvm args: %s" % (" ".join(smol["cli_args"]) or "(none: no network)"), file=out)
-    if "docker" in render:
-        print("  dnsmasq:", file=out)
-        for line in render["docker"]["dnsmasq"]:
-            print("    " + line, file=out)
-        for family in ("ipv4", "ipv6"):
-            print(
-                "  {} rules ({}-restore):".format(
-                    family, "iptables" if family == "ipv4" else "ip6tables"
-                ),
-                file=out,
-            )
-            for line in render["docker"]["firewall"][family].splitlines():
-                print("    " + line, file=out)
-
-
-# --------------------------------------------------------------------------- commands
 
 
 _EVERY_BACKEND_NOTE = "validate checks both backends unless given --backend"
@@ -298,28 +190,9 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         bottles, backend, "" if args.backend else _EVERY_BACKEND_NOTE
     )
     problems += refused
-    if args.format == "json":
-        json.dump(
-            {
-                "format": PLAN_FORMAT,
-                "valid": not problems,
-                "bottles": [_bottle_base(b) for b in bottles],
-                "errors": [p.to_dict() for p in problems],
-            },
-            out,
-            indent=2,
-            sort_keys=True,
-        )
-        out.write("\n")
-    else:
-        for bottle in bottles:
-            print(f"ok  {bottle.name:<20} {display_path(bottle.file)}", file=out)
-        _print_problems(problems, err)
-        print(
-            f"{len(bottles)} bottle(s) valid, {len(problems)} error(s) (backends: "
-            f"{', '.join(enforcement.backends_for(backend))})",
-            file=err if problems else out,
-        )
+    report.print_validate(
+        bottles, problems, out, err, fmt=args.format, backends=enforcement.backends_for(backend)
+    )
     return EXIT_INVALID if problems else EXIT_OK
 
 
@@ -338,8 +211,18 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     bottles, problems = _resolve(args.paths, err)
     bottles, refused = enforcement.check_bottles(bottles, args.backend)
     problems += refused
+    upstreams = args.upstream_dns or [PLACEHOLDER_UPSTREAM]
     try:
-        entries = [_plan_entry(b, args) for b in bottles]
+        entries = [
+            report.plan_entry(
+                b,
+                args.backend,
+                upstreams=upstreams,
+                resolver_ip=args.resolver_ip,
+                gateway_ip=args.gateway_ip,
+            )
+            for b in bottles
+        ]
     except ValueError as exc:
         print(
             f"error: bottle plan: {exc} (fix: pass --upstream-dns IP[#PORT] and --resolver-ip / "
@@ -347,31 +230,15 @@ def _cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             file=err,
         )
         return EXIT_INVALID
-    if args.format == "json":
-        json.dump(
-            {
-                "format": PLAN_FORMAT,
-                "valid": not problems,
-                "bottles": entries,
-                "errors": [p.to_dict() for p in problems],
-            },
-            out,
-            indent=2,
-            sort_keys=True,
-        )
-        out.write("\n")
-    else:
-        for index, entry in enumerate(entries):
-            if index:
-                print(file=out)
-            _text_plan(entry, out)
-        if args.backend == "docker" and not args.upstream_dns:
-            print(
-                f"note: {PLACEHOLDER_UPSTREAM} is a placeholder upstream; the Docker role uses "
-                "docker_bottle_upstream_dns",
-                file=out,
-            )
-        _print_problems(problems, err)
+    placeholder = args.backend == "docker" and not args.upstream_dns
+    report.print_plan(
+        entries,
+        problems,
+        out,
+        err,
+        fmt=args.format,
+        placeholder_upstream=PLACEHOLDER_UPSTREAM if placeholder else None,
+    )
     return EXIT_INVALID if problems else EXIT_OK
 
 
@@ -398,31 +265,13 @@ def _fleet_preflight(
         backend_override=getattr(args, "backend", None),
     )
     if checked.problems:
-        _print_problems(checked.problems, err)
+        report.print_problems(checked.problems, err)
         print(
             f"{len(checked.problems)} error(s) in the inventory's bottles; nothing was touched",
             file=err,
         )
         return EXIT_INVALID
     return inventory, checked
-
-
-def _print_status(status: dict[str, Any], fmt: str, out: TextIO) -> None:
-    if fmt == "json":
-        json.dump({"format": PLAN_FORMAT, "hosts": status}, out, indent=2, sort_keys=True)
-        out.write("\n")
-        return
-    print(
-        f"{'HOST':<20} {'BOTTLE':<20} {'BACKEND':<13} {'STATE':<9} {'DECLARED':<9} POLICY", file=out
-    )
-    for host in sorted(status):
-        for row in status[host]:
-            mark = "" if row.get("state_ok", True) else f"  DRIFT: {row.get('reason', '')}"
-            print(
-                f"{host:<20} {row['bottle']:<20} {row['backend']:<13} {row['state']:<9} "
-                f"{row['declared']:<9} {row['policy'] or '-'}{mark}",
-                file=out,
-            )
 
 
 def _cmd_fleet(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -466,7 +315,7 @@ def _cmd_fleet(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _status_report(stats: dict[str, Any], args: argparse.Namespace, out: TextIO, code: int) -> int:
     status = dict(stats.get("bottle_status") or {})
-    _print_status(status, args.format, out)
+    report.print_status(status, out, fmt=args.format)
     drift = [row for rows in status.values() for row in rows if not row.get("state_ok", True)]
     if drift and code == EXIT_OK:
         return EXIT_FAILED  # drift or a backend that cannot be seen: not "all is well"
@@ -476,13 +325,7 @@ def _status_report(stats: dict[str, Any], args: argparse.Namespace, out: TextIO,
 def _verify_report(stats: dict[str, Any], args: argparse.Namespace, out: TextIO, code: int) -> int:
     data = dict(stats.get("bottle_verify") or {})
     outcome = report.verify_outcome(data)
-    if args.format == "json":
-        json.dump({"format": PLAN_FORMAT, "verdict": outcome, "hosts": data}, out, indent=2)
-        out.write("\n")
-    else:
-        for line in report.verify_lines(data, details=args.details):
-            print(line, file=out)
-        print(f"verdict: {outcome}", file=out)
+    report.print_verify(data, outcome, out, fmt=args.format, details=args.details)
     if outcome == report.LEAK:
         return EXIT_FAILED
     if code == EXIT_OK and outcome == report.INCONCLUSIVE:
@@ -491,21 +334,7 @@ def _verify_report(stats: dict[str, Any], args: argparse.Namespace, out: TextIO,
 
 
 def _audit_report(stats: dict[str, Any], args: argparse.Namespace, out: TextIO, code: int) -> int:
-    rows = report.audit_rows(dict(stats.get("bottle_audit") or {}))
-    if args.format == "json":
-        for row in rows:
-            out.write(json.dumps(row, sort_keys=True) + "\n")
-    else:
-        for line in report.audit_lines(rows):
-            print(line, file=out)
-        flagged = sum(1 for r in rows if r.get("flags"))
-        proxy = sum(1 for r in rows if r.get("source") == "egress-proxy")
-        dns = len(rows) - proxy
-        print(
-            f"{dns} refused DNS quer{'y' if dns == 1 else 'ies'}, {proxy} egress proxy "
-            f"entr{'y' if proxy == 1 else 'ies'}, {flagged} flagged",
-            file=out,
-        )
+    report.print_audit(dict(stats.get("bottle_audit") or {}), out, fmt=args.format)
     return code
 
 
@@ -541,7 +370,7 @@ def _cmd_exec(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_INVALID
     bottles, problems = execute.resolve_hosts(data, Path(inventory).parent)
     if problems:
-        _print_problems(problems, err)
+        report.print_problems(problems, err)
         print(f"{len(problems)} error(s) in the inventory's bottles", file=err)
         return EXIT_INVALID
     try:

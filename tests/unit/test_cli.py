@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from botbottle import cli
+from botbottle import cli, report
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "bottles"
@@ -53,7 +53,7 @@ def test_plan_json_contract() -> None:
     assert code == cli.EXIT_OK
     data = json.loads(out)
     assert set(data) == {"format", "valid", "bottles", "errors"}
-    assert data["format"] == cli.PLAN_FORMAT
+    assert data["format"] == report.PLAN_FORMAT
     web = next(b for b in data["bottles"] if b["name"] == "web-dev")
     assert set(web) == {
         "name",
