@@ -25,8 +25,10 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     build_policy,
     render_dnsmasq,
 )
+from ansible_collections.botbottle.bottle.tests.unit.plugins.module_utils.dns_semantics import (
+    dnsmasq_outcome,
+)
 from botbottle.cli import main
-from tests.dns_semantics import dnsmasq_outcome
 from tests.fake_upstream import serve
 
 pytestmark = pytest.mark.integration

@@ -340,7 +340,8 @@ def test_ip_literal_connect_is_refused(lab: Lab) -> None:
     assert_refused(https(lab, "127.0.0.1:8080")["connect"], 403, "never-reached", "loopback")
     # the host's address on the egress network: no route covers it, so it is refused as
     # any literal (a route covering it would not open it: the proxy's configuration then
-    # lists it as never reached, tests/unit/test_docker_bottle_plan.py)
+    # lists it as never reached: the collection's
+    # tests/unit/plugins/module_utils/test_docker_bottle_plan.py)
     assert_refused(https(lab, f"{GATEWAY}:443")["connect"], 403, "ip-not-covered", GATEWAY)
 
 
@@ -443,7 +444,7 @@ def test_a_key_the_docker_backend_does_not_enforce_is_refused_with_exit_2(
     tmp_path: Path,
 ) -> None:
     """Through the installed ``bottle`` command (the unit tests in tests/unit/test_cli.py
-    and test_enforced.py cover every key and backend in process)."""
+    and the collection's test_enforced.py cover every key and backend in process)."""
     base = "egress:\n  routes:\n    - host: api.allowed.test\n"
     (tmp_path / "plain.yml").write_text(base)
     (tmp_path / "disk.yml").write_text(base + "runtime:\n  storage_gib: 20\n")

@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 from typing import Any
 
+from ansible_collections.botbottle.bottle.plugins.module_utils._audit import describe
+from ansible_collections.botbottle.bottle.plugins.module_utils._audit_store import (
+    collect,
+    dnsmasq_source,
+    egress_source,
+    read_entries,
+    with_sources,
+)
+from ansible_collections.botbottle.bottle.tests.unit.plugins.module_utils.egress_fakes import (
+    NOW,
+    PROXY_LOG,
+)
 from botbottle import cli, report
 
 
@@ -73,3 +87,42 @@ def test_verify_exit_codes() -> None:
     assert cli._verify_report(stats, args, out, 0) == cli.EXIT_INCONCLUSIVE
     stats = {"bottle_verify": {"h": [_row("web", "sealed")]}}
     assert cli._verify_report(stats, args, out, 0) == cli.EXIT_OK
+
+
+# --------------------------------------------------------------------------- the proxy's log
+
+
+def test_collect_reads_the_resolver_and_the_proxy_into_one_audit(tmp_path: Path) -> None:
+    queries = tmp_path / "queries.log"
+    queries.write_text(
+        "Nov 28 13:16:55 dnsmasq[1]: 1 172.30.0.3/4 query[A] nope.example from 172.30.0.3\n"
+        "Nov 28 13:16:55 dnsmasq[1]: 1 172.30.0.3/4 config nope.example is NXDOMAIN\n"
+    )
+    egress = tmp_path / "egress.jsonl"
+    egress.write_text(PROXY_LOG.rsplit("\n", 1)[0] + "\n")
+    source = with_sources(dnsmasq_source(str(queries), NOW), {"egress": egress_source(str(egress))})
+    audit = str(tmp_path / "audit")
+    first = collect(audit, "web", source, now=NOW, limits=(100, 3650), write=True)
+    assert first.added == 6 and first.cursor["egress"]["offset"] == egress.stat().st_size
+    assert first.cursor["offset"] == queries.stat().st_size  # dnsmasq keeps the top level
+    again = collect(audit, "web", source, now=NOW, limits=(100, 3650), write=True)
+    assert again.added == 0 and not again.changed
+    with egress.open("a") as handle:
+        handle.write(json.dumps({"event": "refused", "host": "b.example:443", "method": "GET",
+                                 "path": "/x", "rule": "no-route-match", "reason": "r",
+                                 "source": "egress-proxy", "time": 1795872100}) + "\n")  # fmt: skip
+    assert collect(audit, "web", source, now=NOW, limits=(100, 3650), write=True).added == 1
+    entries = read_entries(audit, "web")
+    assert {e["source"] for e in entries} == {"dnsmasq", "egress-proxy"}
+    proxy = [e for e in entries if e["source"] == "egress-proxy"]
+    assert proxy[0]["path"] == "/admin?[redacted]" and proxy[0]["bottle"] == "web"
+    assert describe(proxy[0]) == "api.example.com /admin?[redacted]"
+    lines = report.audit_lines(report.audit_rows({"h1": entries}))
+    assert lines[0].split()[:6] == ["TIME", "HOST", "SOURCE", "TYPE", "VERDICT", "FLAGS"]
+    assert any("dnsmasq" in line and line.endswith("nope.example") for line in lines)
+    assert any(
+        "egress-proxy" in line
+        and "no-route-match" in line
+        and line.endswith("api.example.com /admin?[redacted]")
+        for line in lines
+    )

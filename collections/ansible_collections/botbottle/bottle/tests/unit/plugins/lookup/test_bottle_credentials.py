@@ -6,10 +6,18 @@ route, never a value."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from ansible_collections.botbottle.bottle.plugins.module_utils import _credentials
+
+# The folder that holds ansible_collections/ (this file is in its
+# botbottle/bottle/tests/unit/plugins/lookup/): where Ansible finds this copy of the collection.
+COLLECTIONS = Path(__file__).resolve().parents[7]
 
 TOKEN = "tok-3f9c1d7e-never-logged"
 OTHER = "bearer-51ab0c-also-secret"
@@ -51,8 +59,6 @@ def test_the_lookup_plugin_through_ansible() -> None:
     """``lookup('botbottle.bottle.bottle_credentials', routes, bottle=...)`` as the role
     calls it: the values by token_ref (checked by an assert, never printed), and a
     failure naming the variable, the bottle and the route, without any value."""
-    from tests.helpers import ansible  # noqa: PLC0415
-
     call = "lookup('botbottle.bottle.bottle_credentials', routes, bottle='dev')"
     extra = {"routes": ROUTES, "ansible_python_interpreter": "/usr/bin/python3"}
     argv = ["localhost", "-i", "localhost,", "-c", "local", "-o", "-e", json.dumps(extra)]
@@ -70,3 +76,26 @@ def test_the_lookup_plugin_through_ansible() -> None:
         "bottle 'dev': route 2 (host *.api.example.net)" in text and "API, which is empty" in text
     )
     assert TOKEN not in text and OTHER not in text
+
+
+def ansible(tool: str, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``ansible``/``ansible-playbook``/… of this virtualenv with this copy of the
+    collection as its collections path and no colours, ``extra_env`` added to the
+    environment."""
+    env = dict(
+        os.environ,
+        ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_LOCALHOST_WARNING="0",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+        **extra_env,
+    )
+    return subprocess.run(
+        [str(Path(sys.executable).parent / tool), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=300,
+    )

@@ -3,8 +3,8 @@
 These re-state the documented matching rules of the two programs (dnsmasq(8)
 2.90 ``--server``/``--address``; smolvm's ``host_pattern`` docs) without using
 the compiler, so the tests can check the compiler's output against them. The
-dnsmasq model is itself checked against a real dnsmasq in
-``tests/integration/test_dnsmasq_real.py``.
+dnsmasq model is itself checked against a real dnsmasq in the repository's
+``tests/integration/test_dnsmasq_real.py``, which imports it from here.
 """
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ def test_everything_in_one_value_and_the_filter_wraps_errors() -> None:
 
 def test_examples_serve_their_hosts() -> None:
     """The demo inventory's bottles: every exact host and the wildcard zone."""
-    examples = Path(__file__).resolve().parents[2] / "examples" / "bottles"
+    examples = Path(__file__).resolve().parents[8] / "examples" / "bottles"  # the checkout's
     bottles = [resolve(examples / "base.yml"), resolve(examples / "web-dev.md")]
     names = demo_names([{"policy": b.policy.to_dict()} for b in bottles])
     assert names["exact"] == ["api.anthropic.com", "registry.npmjs.org"]

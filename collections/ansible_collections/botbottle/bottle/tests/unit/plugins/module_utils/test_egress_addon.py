@@ -1,17 +1,16 @@
 """The egress addon's adaptation of mitmproxy hooks, with stand-ins for mitmproxy's
-objects (mitmproxy itself runs only in the proxy image; the integration tests run the
-real one). What matters here: decisions reach the flow, every upstream connection is
-one a checked request approved, and any exception closes instead of passing."""
+objects (egress_fakes.py: mitmproxy itself runs only in the proxy image; the integration
+tests run the real one). What matters here: decisions reach the flow, every upstream
+connection is one a checked request approved, and any exception closes instead of
+passing."""
 
 from __future__ import annotations
 
 import asyncio
 import io
-import ipaddress
 import json
-import sys
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,44 +18,19 @@ import pytest
 
 from ansible_collections.botbottle.bottle.plugins.module_utils import _egress, _egress_addon
 from ansible_collections.botbottle.bottle.plugins.module_utils._policy import build_policy
+from ansible_collections.botbottle.bottle.tests.unit.plugins.module_utils.egress_fakes import (
+    Flow,
+    OptionsError,
+    connect,
+    fake_mitmproxy,
+    log,
+    resolve,
+    tls,
+)
+
+__all__ = ["fake_mitmproxy"]  # the stand-in mitmproxy, autouse here
 
 POLICY = build_policy(["api.example.com"], ["cdn.example.net"], ["203.0.113.0/24"], log=2)
-ADDRESSES = {
-    "api.example.com": ["198.51.100.7"],
-    "a.cdn.example.net": ["198.51.100.8"],
-    "priv.cdn.example.net": ["10.0.0.5"],
-}
-
-
-class Response:
-    def __init__(self, status: int, content: bytes, headers: dict[str, str]) -> None:
-        self.status_code, self.content, self.headers = status, content, headers
-
-    @classmethod
-    def make(cls, status: int, content: bytes, headers: dict[str, str]) -> Response:
-        return cls(status, content, headers)
-
-
-class OptionsError(Exception):
-    pass
-
-
-@pytest.fixture(autouse=True)
-def fake_mitmproxy(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    """``mitmproxy.http``, ``mitmproxy.ctx`` and ``mitmproxy.exceptions`` as the addon
-    uses them."""
-    ctx = types.SimpleNamespace(options=types.SimpleNamespace())
-    module = types.ModuleType("mitmproxy")
-    module.http = types.SimpleNamespace(Response=Response)  # type: ignore[attr-defined]
-    module.ctx = ctx  # type: ignore[attr-defined]
-    module.exceptions = types.SimpleNamespace(OptionsError=OptionsError)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "mitmproxy", module)
-    return ctx
-
-
-def resolve(name: str, resolver: tuple[str, int]) -> Sequence[Any]:
-    assert resolver == ("172.30.0.2", 53)
-    return [ipaddress.ip_address(a) for a in ADDRESSES.get(name, [])]
 
 
 @pytest.fixture
@@ -65,71 +39,6 @@ def addon() -> Iterator[_egress_addon.EgressAddon]:
     instance = _egress_addon.EgressAddon(resolve=resolve, out=out)
     instance.config = _egress.config_from_dict(_egress.render_config(POLICY, "172.30.0.2"))
     yield instance
-
-
-def log(addon: _egress_addon.EgressAddon) -> list[dict[str, Any]]:
-    out = addon._out
-    assert isinstance(out, io.StringIO)
-    return [json.loads(line) for line in out.getvalue().splitlines()]
-
-
-class Flow:
-    def __init__(
-        self,
-        client: str = "c1",
-        *,
-        authority: str = "",
-        host: str = "",
-        port: int = 443,
-        hosts: Sequence[str] = (),
-        scheme: str = "https",
-        http2: bool = False,
-        method: str = "GET",
-        path: str = "/",
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        self.client_conn = types.SimpleNamespace(id=client)
-        fields = [(b"Host", h.encode()) for h in hosts]
-        fields += [(k.encode(), v.encode()) for k, v in headers]
-        self.request = types.SimpleNamespace(
-            data=types.SimpleNamespace(authority=authority.encode(), host=host, port=port),
-            headers=types.SimpleNamespace(fields=fields),
-            is_http2=http2,
-            scheme=scheme,
-            method=method,
-            path=path,
-            http_version="HTTP/2.0" if http2 else "HTTP/1.1",
-            raw_content=b"",
-        )
-        self.metadata: dict[str, Any] = {}
-        self.response: Response | None = None
-        self.killed = False
-        self.messages = [types.SimpleNamespace(content=b"payload")]
-        self.websocket = types.SimpleNamespace(
-            messages=[types.SimpleNamespace(content=b"payload", from_client=True)]
-        )
-
-    @property
-    def killable(self) -> bool:
-        return not self.killed
-
-    def kill(self) -> None:
-        self.killed = True
-
-
-def connect(addon: _egress_addon.EgressAddon, authority: str, client: str = "c1") -> Flow:
-    flow = Flow(client, authority=authority, hosts=[authority])
-    asyncio.run(addon.http_connect(flow))
-    return flow
-
-
-def tls(client: str, sni: str | None) -> types.SimpleNamespace:
-    return types.SimpleNamespace(
-        context=types.SimpleNamespace(client=types.SimpleNamespace(id=client)),
-        client_hello=types.SimpleNamespace(sni=sni),
-        ignore_connection=True,
-        ssl_conn="context",
-    )
 
 
 def request(addon: _egress_addon.EgressAddon, flow: Flow) -> Flow:

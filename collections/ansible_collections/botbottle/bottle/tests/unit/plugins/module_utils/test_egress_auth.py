@@ -2,8 +2,9 @@
 into the policy by route key, the proxy configuration saying secrets are required, the
 runtime secrets loader, the credential decision (keyed on the checked route only, never
 over plain HTTP, fail closed), the addon's header replacement on stand-in flows, and the
-controller's ``bottle_credentials`` lookup. The integration test
-(tests/integration/test_docker_bottle_auth.py) runs the real proxy."""
+controller's ``bottle_credentials`` lookup. In the repository, the integration test
+(tests/integration/test_docker_bottle_auth.py) runs the real proxy, and
+tests/unit/test_cli_validate.py has ``bottle validate`` refuse a bad ``auth``."""
 
 from __future__ import annotations
 
@@ -29,7 +30,15 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     compile_policy,
     policy_from_dict,
 )
-from tests.unit.test_egress_addon import Flow, connect, fake_mitmproxy, log, resolve, tls
+from ansible_collections.botbottle.bottle.tests.unit.plugins.module_utils import egress_fakes
+from ansible_collections.botbottle.bottle.tests.unit.plugins.module_utils.egress_fakes import (
+    Flow,
+    connect,
+    fake_mitmproxy,
+    log,
+    resolve,
+    tls,
+)
 
 __all__ = ["fake_mitmproxy"]  # the stand-in mitmproxy, autouse here too
 
@@ -150,28 +159,6 @@ def test_build_policy_refuses_auth_for_a_key_that_is_not_a_route() -> None:
         )
     with pytest.raises(ValueError, match="auth: expected a mapping"):
         build_policy(["a.example.com"], auth=[1])  # type: ignore[arg-type]
-
-
-def test_the_cli_refuses_a_bad_auth_with_exit_2_naming_file_route_and_key(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from botbottle import cli  # noqa: PLC0415
-
-    (tmp_path / "ok.yml").write_text(
-        "egress:\n  routes:\n    - host: git.example.com\n"
-        "      auth: {scheme: token, token_ref: FORGE}\n"
-    )
-    (tmp_path / "twice.yml").write_text(
-        "egress:\n  routes:\n    - host: git.example.com\n"
-        "      auth: {scheme: token, token_ref: FORGE}\n"
-        "    - host: git.example.com\n"
-        "      auth: {scheme: Bearer, token_ref: OTHER}\n"
-    )
-    assert cli.main(["validate", str(tmp_path / "ok.yml"), "--backend", "docker"]) == 0
-    assert cli.main(["validate", str(tmp_path / "twice.yml"), "--backend", "docker"]) == 2
-    err = capsys.readouterr().err
-    assert "twice.yml" in err and "$.egress.routes[1].auth" in err, err
-    assert "route 1 (host git.example.com)" in err, err
 
 
 def test_docker_enforces_auth_and_smolmachines_refuses_it() -> None:
@@ -371,12 +358,10 @@ ADDRESSES = {
 
 @pytest.fixture(autouse=True)
 def _addresses(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.unit import test_egress_addon  # noqa: PLC0415
-
     monkeypatch.setattr(
-        test_egress_addon,
+        egress_fakes,
         "ADDRESSES",
-        {**test_egress_addon.ADDRESSES, **{k: [v] for k, v in ADDRESSES.items()}},
+        {**egress_fakes.ADDRESSES, **{k: [v] for k, v in ADDRESSES.items()}},
     )
 
 

@@ -37,8 +37,14 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
 from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import resolve
 from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest_extends import merge
 from ansible_collections.botbottle.bottle.plugins.plugin_utils._problem import ManifestError
-from tests.unit.test_egress_addon import Flow, connect, fake_mitmproxy
-from tests.unit.test_egress_addon import resolve as fake_resolve
+from ansible_collections.botbottle.bottle.tests.unit.plugins.module_utils.egress_fakes import (
+    Flow,
+    connect,
+    fake_mitmproxy,
+)
+from ansible_collections.botbottle.bottle.tests.unit.plugins.module_utils.egress_fakes import (
+    resolve as fake_resolve,
+)
 
 __all__ = ["fake_mitmproxy"]  # the fixture, used by every test here (autouse)
 

@@ -1,5 +1,7 @@
 """A route's ``matches`` (compiled by the policy compiler, decided by the proxy's pure
-functions), the proxy's log lines and their way into the audit."""
+functions), the proxy's log lines and their way into the audit. How ``bottle validate``
+reports a bad ``matches`` and how ``bottle audit`` shows the proxy's records are tested
+with the CLI (tests/unit/test_cli_validate.py and test_report.py in the repository)."""
 
 from __future__ import annotations
 
@@ -9,24 +11,14 @@ import json
 import re
 import sys
 import types
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ansible_collections.botbottle.bottle.plugins.module_utils import _egress, _egress_addon
-from ansible_collections.botbottle.bottle.plugins.module_utils._audit import (
-    describe,
-    parse_egress,
-)
-from ansible_collections.botbottle.bottle.plugins.module_utils._audit_store import (
-    collect,
-    dnsmasq_source,
-    egress_source,
-    read_entries,
-    with_sources,
-)
+from ansible_collections.botbottle.bottle.plugins.module_utils._audit import parse_egress
+from ansible_collections.botbottle.bottle.plugins.module_utils._audit_store import egress_source
 from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     PolicyError,
     build_policy,
@@ -36,8 +28,13 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     request_path,
     route_for,
 )
-from botbottle import report
-from tests.unit.test_egress_addon import Flow, Response, connect, resolve
+from ansible_collections.botbottle.bottle.tests.unit.plugins.module_utils.egress_fakes import (
+    PROXY_LOG,
+    Flow,
+    Response,
+    connect,
+    resolve,
+)
 
 ROUTES: list[dict[str, Any]] = [
     {
@@ -164,23 +161,6 @@ def test_bad_matches_are_refused_naming_the_route_and_key(
     assert caught.value.path.endswith(path), caught.value.path
     assert words in caught.value.message
     assert caught.value.message.startswith("route 0 (host a.example): ")
-
-
-def test_bad_matches_name_the_file_route_and_key_at_validation(tmp_path: Path) -> None:
-    from botbottle import cli  # noqa: PLC0415
-
-    (tmp_path / "bad.yml").write_text(
-        "egress:\n  routes:\n    - host: a.example\n"
-        "      matches: [{paths: [{type: regex, value: '/x/(y'}]}]\n"
-    )
-    err = io.StringIO()
-    code = cli.main(
-        ["validate", str(tmp_path / "bad.yml"), "--backend", "docker"], io.StringIO(), err
-    )
-    assert code == cli.EXIT_INVALID
-    assert "bad.yml" in err.getvalue()
-    assert "$.egress.routes[0].matches[0].paths[0].value" in err.getvalue()
-    assert "is not a valid regular expression" in err.getvalue()
 
 
 def test_policy_from_dict_refuses_http_rules_for_routes_it_does_not_have() -> None:
@@ -496,71 +476,6 @@ def test_the_addon_redacts_its_secrets_and_survives_an_unwritable_log(tmp_path: 
 
 # --------------------------------------------------------------------------- audit
 
-NOW = datetime(2026, 11, 28, 13, 30, tzinfo=UTC)
-PROXY_LOG = "\n".join(
-    [
-        json.dumps({"event": "start", "policy": "sha256:x", "source": "egress-proxy", "time": 1}),
-        json.dumps(
-            {
-                "event": "refused",
-                "host": "api.example.com:443",
-                "hook": "requestheaders",
-                "method": "POST",
-                "path": "/admin?[redacted]",
-                "reason": "POST /admin?[redacted] matches no entry ... route api.example.com",
-                "rule": "no-route-match",
-                "source": "egress-proxy",
-                "time": 1795872000.25,
-                "cookie": "never copied",
-            }
-        ),
-        json.dumps(
-            {
-                "event": "refused",
-                "host": "evil.test:443",
-                "hook": "http_connect",
-                "rule": "host-not-in-routes",
-                "reason": "r",
-                "source": "egress-proxy",
-                "time": 1795872001,
-            }
-        ),
-        json.dumps(
-            {
-                "event": "request",
-                "host": "[2001:db8::1]:443",
-                "method": "GET",
-                "path": "/",
-                "source": "egress-proxy",
-                "time": 1795872002,
-            }
-        ),
-        json.dumps(
-            {
-                "event": "response",
-                "host": "api.example.com:443",
-                "method": "GET",
-                "path": "/v1",
-                "status": 200,
-                "source": "egress-proxy",
-                "time": 1795872003,
-            }
-        ),
-        json.dumps(
-            {
-                "event": "error",
-                "hook": "tls_clienthello",
-                "rule": "internal-error",
-                "reason": "boom",
-                "source": "egress-proxy",
-                "time": 1795872004,
-            }
-        ),
-        json.dumps({"event": "other", "source": "dnsmasq"}),
-        '{"event": "refused", "host": "torn',
-    ]
-)
-
 
 def test_proxy_log_lines_become_audit_records_marked_by_source() -> None:
     found = parse_egress(PROXY_LOG.splitlines())
@@ -575,42 +490,6 @@ def test_proxy_log_lines_become_audit_records_marked_by_source() -> None:
     detail = dict(found[0].detail)
     assert detail["path"] == "/admin?[redacted]" and detail["rule"] == "no-route-match"
     assert "cookie" not in detail and "hook" not in detail
-
-
-def test_collect_reads_the_resolver_and_the_proxy_into_one_audit(tmp_path: Path) -> None:
-    queries = tmp_path / "queries.log"
-    queries.write_text(
-        "Nov 28 13:16:55 dnsmasq[1]: 1 172.30.0.3/4 query[A] nope.example from 172.30.0.3\n"
-        "Nov 28 13:16:55 dnsmasq[1]: 1 172.30.0.3/4 config nope.example is NXDOMAIN\n"
-    )
-    egress = tmp_path / "egress.jsonl"
-    egress.write_text(PROXY_LOG.rsplit("\n", 1)[0] + "\n")
-    source = with_sources(dnsmasq_source(str(queries), NOW), {"egress": egress_source(str(egress))})
-    audit = str(tmp_path / "audit")
-    first = collect(audit, "web", source, now=NOW, limits=(100, 3650), write=True)
-    assert first.added == 6 and first.cursor["egress"]["offset"] == egress.stat().st_size
-    assert first.cursor["offset"] == queries.stat().st_size  # dnsmasq keeps the top level
-    again = collect(audit, "web", source, now=NOW, limits=(100, 3650), write=True)
-    assert again.added == 0 and not again.changed
-    with egress.open("a") as handle:
-        handle.write(json.dumps({"event": "refused", "host": "b.example:443", "method": "GET",
-                                 "path": "/x", "rule": "no-route-match", "reason": "r",
-                                 "source": "egress-proxy", "time": 1795872100}) + "\n")  # fmt: skip
-    assert collect(audit, "web", source, now=NOW, limits=(100, 3650), write=True).added == 1
-    entries = read_entries(audit, "web")
-    assert {e["source"] for e in entries} == {"dnsmasq", "egress-proxy"}
-    proxy = [e for e in entries if e["source"] == "egress-proxy"]
-    assert proxy[0]["path"] == "/admin?[redacted]" and proxy[0]["bottle"] == "web"
-    assert describe(proxy[0]) == "api.example.com /admin?[redacted]"
-    lines = report.audit_lines(report.audit_rows({"h1": entries}))
-    assert lines[0].split()[:6] == ["TIME", "HOST", "SOURCE", "TYPE", "VERDICT", "FLAGS"]
-    assert any("dnsmasq" in line and line.endswith("nope.example") for line in lines)
-    assert any(
-        "egress-proxy" in line
-        and "no-route-match" in line
-        and line.endswith("api.example.com /admin?[redacted]")
-        for line in lines
-    )
 
 
 def test_a_missing_proxy_log_is_no_entries(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from ansible_collections.botbottle.bottle.plugins.plugin_utils._enforcement impo
 from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest import resolve
 from ansible_collections.botbottle.bottle.plugins.plugin_utils._manifest_schema import schema
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[8]  # the checkout (its README)
 NOT_BACKEND_KEYS = {"description", "extends"}  # read before any backend sees the manifest
 
 # One manifest per key that sets it (a valid manifest on its own), and the path named.

@@ -12,7 +12,10 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._policy import (
     render_dnsmasq,
     render_smolvm,
 )
-from tests.dns_semantics import dnsmasq_outcome, smolvm_allows
+from ansible_collections.botbottle.bottle.tests.unit.plugins.module_utils.dns_semantics import (
+    dnsmasq_outcome,
+    smolvm_allows,
+)
 
 # A small alphabet makes collisions (shared suffixes, nesting) frequent.
 label = st.sampled_from(["a", "b", "api", "x", "xapi", "cdn", "example", "com"])

@@ -20,7 +20,8 @@ from ansible_collections.botbottle.bottle.plugins.plugin_utils._problem import (
     json_path,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "bottles"
+# the checkout's examples (this file: collections/ansible_collections/botbottle/bottle/tests/...)
+EXAMPLES = Path(__file__).resolve().parents[8] / "examples" / "bottles"
 
 
 def write(folder: Path, name: str, text: str) -> Path:
