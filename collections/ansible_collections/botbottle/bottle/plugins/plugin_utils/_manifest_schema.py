@@ -145,16 +145,6 @@ def _validator() -> Validator:
     return checker
 
 
-_JSON_TYPES: tuple[tuple[type, str], ...] = (
-    (bool, "boolean"),
-    (int, "integer"),
-    (float, "number"),
-    (str, "string"),
-    (list, "list"),
-    (dict, "mapping"),
-)
-
-
 def _is_secret(path: str) -> bool:
     return any(
         path == p or path.startswith(p + ".") or path.startswith(p + "[") for p in _SECRET_PREFIXES
