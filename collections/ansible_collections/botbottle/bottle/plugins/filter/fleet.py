@@ -14,7 +14,17 @@ from ansible_collections.botbottle.bottle.plugins.module_utils._fleet_backend im
     docker_held,
     existing_folders,
     route,
+    targets,
 )
+
+
+def bottle_targets(resolved: Sequence[Mapping[str, Any]], state: str = "") -> dict[str, Any]:
+    """``{"all", "kept", "started"}``: a host's bottles for a run, ``state`` (the state
+    override of ``bottle down``) applied."""
+    try:
+        return targets(resolved or [], str(state or ""))
+    except ValueError as exc:
+        raise AnsibleFilterError(f"bottle_targets: {exc}") from None
 
 
 def bottle_backends(
@@ -24,7 +34,8 @@ def bottle_backends(
     docker: Mapping[str, Any] | None = None,
     folders: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``{"backend", "docker", "smolmachines"}``: the run's backend and each one's bottles."""
+    """``{"backend", "docker", "smolmachines", "docker_kept", "smolmachines_kept"}``: the
+    run's backend and each one's bottles (``*_kept``: those not ``absent``)."""
     try:
         return route(
             targets or [],
@@ -41,4 +52,4 @@ class FilterModule:
     """botbottle.bottle fleet filter."""
 
     def filters(self) -> dict[str, Callable[..., Any]]:
-        return {"bottle_backends": bottle_backends}
+        return {"bottle_backends": bottle_backends, "bottle_targets": bottle_targets}

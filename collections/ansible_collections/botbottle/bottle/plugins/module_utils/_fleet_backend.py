@@ -24,9 +24,31 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import BOTTLE_LABEL
+from ansible_collections.botbottle.bottle.plugins.module_utils._bottle import (
+    BOTTLE_LABEL,
+    DEFAULT_STATE,
+    STATES,
+)
 
 BACKENDS = ("smolmachines", "docker", "auto")
+
+
+def targets(resolved: Sequence[Mapping[str, Any]], state: str = "") -> dict[str, Any]:
+    """A host's bottles for a run: ``{"all", "kept", "started"}``.
+
+    ``resolved`` are the validate play's bottle records; ``state`` (``bottle down`` sets
+    ``absent``) replaces every bottle's declared state when given. ``kept`` are the bottles
+    the run creates or keeps (any state but ``absent``), ``started`` the names of those
+    it starts.
+    """
+    if state and state not in STATES:
+        raise ValueError(f"bottle_state_override is {state!r}; use one of {', '.join(STATES)}")
+    bottles = [dict(r, state=state or r.get("state", DEFAULT_STATE)) for r in resolved]
+    return {
+        "all": bottles,
+        "kept": [b for b in bottles if b["state"] != "absent"],
+        "started": [str(b.get("name", "")) for b in bottles if b["state"] == "started"],
+    }
 
 
 def docker_held(info: Mapping[str, Any] | None) -> list[str] | None:
@@ -63,7 +85,8 @@ def route(
     docker: Iterable[str] | None = None,
     folders: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """``{"backend": ..., "docker": [targets], "smolmachines": [targets]}``.
+    """``{"backend": ..., "docker": [targets], "smolmachines": [targets], "docker_kept":
+    [...], "smolmachines_kept": [...]}`` (``*_kept``: those not ``absent``).
 
     ``backend`` is the host's ``bottle_backend``; the result's is the one the run uses,
     ``auto`` when an auto host's bottles are split between both. ``can_boot`` is the boot
@@ -78,14 +101,26 @@ def route(
     if backend == "auto" and any(t.get("state", "started") != "absent" for t in bottles):
         effective = "smolmachines" if can_boot else "docker"
     if effective != "auto":
-        return {
-            "backend": effective,
-            "docker": bottles if effective == "docker" else [],
-            "smolmachines": bottles if effective == "smolmachines" else [],
-        }
+        return _split(
+            effective,
+            bottles if effective == "docker" else [],
+            bottles if effective == "smolmachines" else [],
+        )
     on_docker = set(folders) if docker is None else set(docker)
+    return _split(
+        "auto",
+        [t for t in bottles if t.get("name") in on_docker],
+        [t for t in bottles if t.get("name") not in on_docker],
+    )
+
+
+def _split(
+    backend: str, docker: list[dict[str, Any]], smol: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {
-        "backend": "auto",
-        "docker": [t for t in bottles if t.get("name") in on_docker],
-        "smolmachines": [t for t in bottles if t.get("name") not in on_docker],
+        "backend": backend,
+        "docker": docker,
+        "smolmachines": smol,
+        "docker_kept": [t for t in docker if t.get("state", DEFAULT_STATE) != "absent"],
+        "smolmachines_kept": [t for t in smol if t.get("state", DEFAULT_STATE) != "absent"],
     }

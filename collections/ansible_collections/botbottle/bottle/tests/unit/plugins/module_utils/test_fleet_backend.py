@@ -8,12 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from ansible.errors import AnsibleFilterError
 
-from ansible_collections.botbottle.bottle.plugins.filter.fleet import bottle_backends
+from ansible_collections.botbottle.bottle.plugins.filter.fleet import (
+    bottle_backends,
+    bottle_targets,
+)
 from ansible_collections.botbottle.bottle.plugins.module_utils._fleet_backend import (
     docker_held,
     existing_folders,
     route,
+    targets,
 )
 
 
@@ -52,7 +57,13 @@ def test_auto_down_goes_where_the_bottles_are() -> None:
 
 def test_auto_down_ignores_the_probe_and_the_folders_when_docker_answers() -> None:
     split = route(bottles("absent", "absent"), "auto", can_boot=True, docker=[], folders=["b0"])
-    assert split == {"backend": "auto", "docker": [], "smolmachines": bottles("absent", "absent")}
+    assert split == {
+        "backend": "auto",
+        "docker": [],
+        "smolmachines": bottles("absent", "absent"),
+        "docker_kept": [],
+        "smolmachines_kept": [],
+    }
 
 
 def test_auto_down_with_docker_silent_sends_bottles_with_a_state_folder_to_docker() -> None:
@@ -62,7 +73,13 @@ def test_auto_down_with_docker_silent_sends_bottles_with_a_state_folder_to_docke
 
 
 def test_auto_without_bottles_does_nothing() -> None:
-    assert route([], "auto") == {"backend": "auto", "docker": [], "smolmachines": []}
+    assert route([], "auto") == {
+        "backend": "auto",
+        "docker": [],
+        "smolmachines": [],
+        "docker_kept": [],
+        "smolmachines_kept": [],
+    }
 
 
 def test_a_bottle_without_a_state_is_started() -> None:
@@ -132,3 +149,27 @@ def test_the_filter_reads_registered_results() -> None:
     folders = {"results": [{"item": targets[0], "stat": {"exists": True}}]}
     split = bottle_backends(targets, "auto", False, silent, folders)
     assert names(split["docker"]) == ["b0"] and names(split["smolmachines"]) == ["b1", "b2"]
+
+
+def test_the_kept_bottles_of_each_backend_are_those_not_absent() -> None:
+    split = route(bottles("started", "absent", "stopped"), "docker")
+    assert names(split["docker_kept"]) == ["b0", "b2"] and split["smolmachines_kept"] == []
+    down = route(bottles("absent", "absent"), "auto", docker=["b0"])
+    assert down["docker_kept"] == [] and down["smolmachines_kept"] == []
+
+
+def test_targets_apply_the_runs_state_override() -> None:
+    declared = bottles("started", "absent", "present")
+    run = targets(declared)
+    assert run["all"] == declared
+    assert names(run["kept"]) == ["b0", "b2"] and run["started"] == ["b0"]
+    down = targets(declared, "absent")
+    assert [b["state"] for b in down["all"]] == ["absent"] * 3
+    assert down["kept"] == [] and down["started"] == []
+    assert declared[0]["state"] == "started"  # the play's records are not changed
+    assert targets([{"name": "b0"}])["started"] == ["b0"]  # no state: started
+    with pytest.raises(ValueError, match="bottle_state_override is 'gone'"):
+        targets(declared, "gone")
+    with pytest.raises(AnsibleFilterError, match="bottle_targets: bottle_state_override"):
+        bottle_targets(declared, "gone")
+    assert bottle_targets(None, None) == {"all": [], "kept": [], "started": []}
